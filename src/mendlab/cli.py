@@ -1,0 +1,238 @@
+"""The `mendlab` command. User mistakes end in one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mendlab.errors import MendlabError
+from mendlab.models import Message, SamplingParams, load_model, load_registry
+from mendlab.store import DEFAULT_DB, ResultsStore
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="When a chat LLM makes a mistake and you tell it so, does it fix it?",
+)
+console = Console()
+err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: Path | None
+    db: Path
+
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Model file (default: ./mendlab.toml if present).")
+]
+DbOpt = Annotated[Path | None, typer.Option("--db", help=f"Results store (default: $MENDLAB_DB or ./{DEFAULT_DB}).")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: ConfigOpt = None, db: DbOpt = None) -> None:
+    ctx.obj = Settings(config=config, db=db or Path(os.environ.get("MENDLAB_DB", DEFAULT_DB)))
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def _params(n: int, temperature: float, top_p: float, max_tokens: int, seed: int, stop: list[str]) -> SamplingParams:
+    try:
+        return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                              stop=tuple(stop))
+    except ValueError as exc:
+        raise MendlabError(f"bad sampling option: {exc}") from None
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List every model: backend, size, where it comes from, and whether it is ready."""
+    from mendlab.models.registry import readiness
+
+    registry = load_registry(_settings(ctx).config)
+    table = Table(title="mendlab models", title_justify="left")
+    for col in ("name", "backend", "size", "source", "status"):
+        table.add_column(col, overflow="fold")
+    for spec in registry:
+        ok, detail = readiness(spec)
+        size = f"{spec.size_mb} MB" if spec.size_mb else ""
+        name = spec.name + (" (optional)" if spec.optional else "")
+        status = f"[green]{escape(detail)}" if ok else f"[yellow]{escape(detail)}"
+        table.add_row(name, spec.backend, size, escape(spec.source()), status)
+    console.print(table)
+    console.print("Run a local GGUF through transformers with NAME@transformers; add your own models in mendlab.toml.")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s) to compare.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 96,
+) -> None:
+    """The calendar system prompt on the bundled models, side by side (two turns: request, then fix)."""
+    from mendlab.demo import DEMO_TURNS, run_demo
+
+    settings = _settings(ctx)
+    registry = load_registry(settings.config)
+    names = model or ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    specs = [registry.get(n) for n in names]
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    answers: dict[str, list[str]] = {}
+    with ResultsStore(settings.db) as store:
+        for spec in specs:
+            with console.status(f"loading {spec.name}…"):
+                chat_model = load_model(spec)
+            try:
+                with console.status(f"{spec.name} is answering…"):
+                    turns = run_demo(chat_model, store, f"demo-{spec.name}", params)
+            finally:
+                chat_model.close()
+            answers[spec.name] = [
+                f"{t.answer.text.strip()}\n[dim]{t.answer.completion_tokens} tok, {t.answer.latency_s:.1f}s"
+                for t in turns
+            ]
+    table = Table(title="Calendar assistant, side by side (greedy)", show_lines=True, title_justify="left")
+    table.add_column("user", style="bold", max_width=28)
+    for name in answers:
+        table.add_column(name, overflow="fold")
+    for i, user in enumerate(DEMO_TURNS):
+        table.add_row(user, *(answers[n][i] for n in answers))
+    console.print(table)
+    console.print(f"Every generation is stored in {settings.db}; `mendlab export` writes them as JSONL.")
+
+
+@app.command()
+def chat(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name (see `mendlab models`).")],
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    seed: int = 0,
+) -> None:
+    """Chat with a model in the terminal, with streaming. /reset starts over, /exit quits."""
+    from mendlab.chat import chat_loop
+
+    settings = _settings(ctx)
+    spec = load_registry(settings.config).get(model)
+    params = _params(1, temperature, top_p, max_tokens, seed, [])
+    with console.status(f"loading {spec.name}…"):
+        chat_model = load_model(spec)
+    try:
+        with ResultsStore(settings.db) as store:
+            chat_loop(chat_model, params, store, console, system=system)
+    finally:
+        chat_model.close()
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    conversations: Annotated[Path, typer.Argument(help='JSONL, one {"messages": [...]} per line.')],
+    n: Annotated[int, typer.Option("--n", "-n", help="Samples per conversation.")] = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_tokens: int = 128,
+    seed: int = 0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    run: Annotated[str | None, typer.Option(help="Run id (default: derived from the inputs, so reruns resume).")] = None,
+) -> None:
+    """Sample answers for every conversation of a file; resumable, every sample stored."""
+    from mendlab.conversation import read_jsonl
+    from mendlab.sampling import default_run_id, pending_jobs, sample_run
+
+    settings = _settings(ctx)
+    spec = load_registry(settings.config).get(model)
+    convs = read_jsonl(conversations)
+    params = _params(n, temperature, top_p, max_tokens, seed, stop or [])
+    run_id = run or default_run_id("sample", spec.name, convs, params)
+    with ResultsStore(settings.db) as store:
+        todo = len(pending_jobs(store, run_id, spec.name, convs, params))
+        total = len(convs) * n
+        if todo == 0:
+            console.print(f"run {run_id}: all {total} samples already stored")
+            return
+        if todo < total:
+            console.print(f"run {run_id}: resuming, {total - todo} of {total} samples already stored")
+        with console.status(f"loading {spec.name}…"):
+            chat_model = load_model(spec)
+        try:
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=err,
+            ) as progress:
+                task = progress.add_task(spec.name, total=todo)
+                made = sample_run(chat_model, convs, params, store, run_id, on_done=lambda r: progress.advance(task))
+        finally:
+            chat_model.close()
+    console.print(f"run {run_id}: {made} samples generated, {total} stored in {settings.db}")
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+) -> None:
+    """Write stored generations as JSONL (messages, output, tokens, timings, parameters)."""
+    settings = _settings(ctx)
+    if not settings.db.is_file():
+        raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
+    with ResultsStore(settings.db) as store:
+        if run is not None and run not in {r["id"] for r in store.runs()}:
+            raise MendlabError(f"{settings.db}: no run named {run!r} (see `mendlab runs`)")
+        if out is None:
+            n = store.export_jsonl(sys.stdout, run)
+        else:
+            tmp = out.with_name(out.name + ".tmp")
+            with tmp.open("w", encoding="utf-8") as fh:
+                n = store.export_jsonl(fh, run)
+            tmp.replace(out)  # never a half-written export
+    err.print(f"exported {n} generations")
+
+
+@app.command()
+def runs(ctx: typer.Context) -> None:
+    """List the runs in the results store."""
+    settings = _settings(ctx)
+    if not settings.db.is_file():
+        raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
+    with ResultsStore(settings.db) as store:
+        table = Table(title=str(settings.db), title_justify="left")
+        for col in ("run", "kind", "generations"):
+            table.add_column(col)
+        for r in store.runs():
+            table.add_row(r["id"], r["kind"], str(r["generations"]))
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except MendlabError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: what was completed is stored; run the same command again to resume")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Model backends behind one `ChatModel` protocol, and the registry that names them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mendlab.errors import ModelUnavailable, NoChatTemplate
+from mendlab.models.base import (
+    ChatModel,
+    Completion,
+    Message,
+    ModelInfo,
+    SamplingParams,
+    StreamDelta,
+)
+from mendlab.models.bundled import resolve as resolve_bundle
+from mendlab.models.registry import ModelSpec, Registry, load_registry
+
+__all__ = [
+    "ChatModel",
+    "Completion",
+    "Message",
+    "ModelInfo",
+    "ModelSpec",
+    "Registry",
+    "SamplingParams",
+    "StreamDelta",
+    "chat_many",
+    "load_model",
+    "load_registry",
+    "model_path",
+]
+
+
+def model_path(spec: ModelSpec) -> Path:
+    """The local file or folder behind a spec, joining and verifying bundled parts on first use."""
+    if spec.bundle is not None:
+        return resolve_bundle(spec.bundle, spec.name)
+    if spec.path is None:
+        raise ModelUnavailable(f"model {spec.name!r} has no local path")
+    path = Path(spec.path)
+    if not path.exists():
+        raise ModelUnavailable(f"model {spec.name!r}: {path} does not exist ({spec.origin})")
+    return path
+
+
+def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
+    """Build the backend for a spec. Heavy imports (torch) happen only for the backend asked for."""
+    if not spec.chat and spec.chat_template is None:
+        raise NoChatTemplate(
+            f"model {spec.name!r} is a base model with no chat template: refusing to chat with it "
+            "(give chat_template = \"file.jinja\" in mendlab.toml to override)"
+        )
+    if spec.backend == "openai":
+        from mendlab.models.endpoint import OpenAIModel
+
+        assert spec.base_url is not None and spec.model is not None
+        return OpenAIModel(
+            spec.name,
+            spec.base_url,
+            spec.model,
+            api_key_env=spec.api_key_env,
+            concurrency=spec.concurrency,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+        )
+    path = model_path(spec)
+    if spec.backend == "llama.cpp":
+        from mendlab.models.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(
+            spec.name,
+            path,
+            n_ctx=spec.n_ctx,
+            n_threads=spec.n_threads,
+            chat_template=spec.chat_template,
+            cache_reuse=cache_reuse,
+            source=spec.source(),
+        )
+    from mendlab.models.hf import TransformersModel
+
+    return TransformersModel(
+        spec.name, path, dtype=spec.dtype, device=spec.device, chat_template=spec.chat_template, source=spec.source()
+    )
+
+
+def chat_many(
+    model: ChatModel, jobs: Sequence[tuple[Sequence[Message], SamplingParams]]
+) -> list[list[Completion]]:
+    """Many independent conversations at once where the backend can (endpoints), else one by one."""
+    batch = getattr(model, "chat_many", None)
+    if callable(batch):
+        result: list[list[Completion]] = batch(jobs)
+        return result
+    return [model.chat(msgs, params) for msgs, params in jobs]

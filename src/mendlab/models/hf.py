@@ -1,0 +1,234 @@
+"""HF model folders (and GGUF files via `gguf_file=`) through transformers, on CUDA when present.
+
+This is the backend that fine-tuning shares: the model measured before and after training is the
+same torch module, with the template from `tokenizer.apply_chat_template`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from mendlab.errors import ContextOverflow, ModelUnavailable, NoChatTemplate
+from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
+
+
+def _from_pretrained_args(path: Path) -> tuple[str, dict[str, Any]]:
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        return str(path), {}
+    raise ModelUnavailable(f"not a model folder or GGUF file: {path}")
+
+
+def load_tokenizer(path: Path, chat_template: str | None = None) -> Any:
+    """The model's own tokenizer; refuses a model without a chat template unless one is given."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelUnavailable("the transformers backend needs: pip install 'mendlab[hf]'") from None
+    where, kwargs = _from_pretrained_args(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"cannot load tokenizer from {path}: {exc}") from None
+    if chat_template is not None:
+        tok.chat_template = Path(chat_template).read_text(encoding="utf-8")
+    if not getattr(tok, "chat_template", None):
+        raise NoChatTemplate(
+            f"{path.name} has no chat template (a base model?): refusing to chat with it; "
+            "give one with chat_template = \"file.jinja\" in mendlab.toml"
+        )
+    return tok
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    return str(
+        tokenizer.apply_chat_template(
+            [m.to_openai() for m in messages], tokenize=False, add_generation_prompt=True
+        )
+    )
+
+
+class TransformersModel:
+    """A ChatModel over transformers' `generate`."""
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        *,
+        dtype: str = "float32",
+        device: str = "auto",
+        chat_template: str | None = None,
+        source: str = "",
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.tokenizer = load_tokenizer(path, chat_template)
+        where, kwargs = _from_pretrained_args(path)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        torch_dtype = getattr(torch, dtype, None)
+        if not isinstance(torch_dtype, torch.dtype):
+            raise ModelUnavailable(f"unknown dtype {dtype!r} for {name}")
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                where, local_files_only=True, dtype=torch_dtype, **kwargs
+            ).to(device)
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(f"cannot load model from {path}: {exc}") from None
+        self.model.eval()
+        self._lock = threading.Lock()
+        window = getattr(self.model.config, "max_position_embeddings", None)
+        self._info = ModelInfo(
+            name=name,
+            backend="transformers",
+            source=source or str(path),
+            context_window=int(window) if window else None,
+            extra={"device": device, "dtype": dtype},
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def render(self, messages: Sequence[Message]) -> str:
+        return render_prompt(self.tokenizer, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _inputs(self, messages: Sequence[Message]) -> Any:
+        prompt = self.render(messages)
+        enc = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.device)
+        n = int(enc["input_ids"].shape[1])
+        window = self._info.context_window
+        if window is not None and n >= window:
+            raise ContextOverflow(f"{self._info.name}: prompt has {n} tokens, context window is {window}")
+        return enc
+
+    def _gen_kwargs(self, params: SamplingParams, n_prompt: int) -> dict[str, Any]:
+        max_new = params.max_tokens
+        if self._info.context_window is not None:
+            max_new = min(max_new, self._info.context_window - n_prompt)
+        kw: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "pad_token_id": self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+        }
+        if params.temperature > 0:
+            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        return kw
+
+    def _finish(self, ids: list[int], params: SamplingParams) -> tuple[str, int, str]:
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        finish = "length"
+        kept: list[int] = []
+        for t in ids:
+            if t in eos_ids:
+                finish = "stop"
+                break
+            kept.append(t)
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        for s in params.stop:
+            i = text.find(s)
+            if s and i != -1:
+                text, finish = text[:i], "stop"
+        return text, len(kept), finish
+
+    def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        enc = self._inputs(messages)
+        n_prompt = int(enc["input_ids"].shape[1])
+        with self._lock, torch.inference_mode():
+            torch.manual_seed(params.seed)
+            start = time.perf_counter()
+            out = self.model.generate(
+                **enc, num_return_sequences=params.n, **self._gen_kwargs(params, n_prompt)
+            )
+            latency = time.perf_counter() - start
+        results = []
+        for i in range(params.n):
+            text, n_out, finish = self._finish(out[i, n_prompt:].tolist(), params)
+            results.append(
+                Completion(
+                    text=text,
+                    prompt_tokens=n_prompt,
+                    completion_tokens=n_out,
+                    finish_reason=finish,  # type: ignore[arg-type]
+                    latency_s=latency,
+                    prompt_tokens_evaluated=n_prompt,
+                    sample_index=i,
+                )
+            )
+        return results
+
+    def stream(self, messages: Sequence[Message], params: SamplingParams) -> Iterator[StreamDelta | Completion]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        enc = self._inputs(messages)
+        n_prompt = int(enc["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        holder: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    holder["out"] = self.model.generate(
+                        **enc, streamer=streamer, **self._gen_kwargs(params, n_prompt)
+                    )
+            except Exception as exc:  # surfaced in the caller's thread below
+                holder["error"] = exc
+                streamer.end()
+
+        with self._lock:
+            torch.manual_seed(params.seed)
+            start = time.perf_counter()
+            first: float | None = None
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            sent = ""
+            for piece in streamer:
+                if first is None:
+                    first = time.perf_counter() - start
+                sent += piece
+                cut = min((sent.find(s) for s in params.stop if s and s in sent), default=-1)
+                if cut != -1:
+                    piece = piece[: max(0, len(piece) - (len(sent) - cut))]
+                if piece:
+                    yield StreamDelta(piece)
+                if cut != -1:
+                    break
+            thread.join()
+            latency = time.perf_counter() - start
+        if "error" in holder:
+            raise holder["error"]
+        text, n_out, finish = self._finish(holder["out"][0, n_prompt:].tolist(), params)
+        yield Completion(
+            text=text,
+            prompt_tokens=n_prompt,
+            completion_tokens=n_out,
+            finish_reason=finish,  # type: ignore[arg-type]
+            latency_s=latency,
+            first_token_s=first,
+            prompt_tokens_evaluated=n_prompt,
+        )
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,312 @@
+"""Every generation, kept: SQLite in WAL mode, one transaction per record.
+
+A run is a set of jobs, each with a resume key (a hash of run, model, messages, parameters and
+sample index). A job whose key is stored is done; a run started again skips it. Because the
+record is written in one transaction and the key is UNIQUE, a process killed with -9 at any
+instant leaves either the whole row or nothing, and re-running never doubles a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from mendlab.conversation import Conversation
+from mendlab.errors import MendlabError
+from mendlab.models.base import Completion, Message, SamplingParams
+
+DEFAULT_DB = "mendlab.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    resume_key TEXT NOT NULL UNIQUE,
+    model TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    params TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    output TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    prompt_tokens_evaluated INTEGER,
+    finish_reason TEXT NOT NULL,
+    latency_s REAL NOT NULL,
+    first_token_s REAL,
+    created REAL NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS generations_run ON generations(run_id);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    fork_turn INTEGER,
+    model TEXT,
+    messages TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def resume_key(
+    run_id: str, model: str, messages: Sequence[Message], params: SamplingParams, sample_index: int
+) -> str:
+    payload = json.dumps(
+        {
+            "run": run_id,
+            "model": model,
+            "messages": [m.to_openai() for m in messages],
+            "params": {k: v for k, v in params.as_dict().items() if k != "n"},
+            "sample": sample_index,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    run_id: str
+    resume_key: str
+    model: str
+    backend: str
+    params: Mapping[str, Any]
+    messages: tuple[Message, ...]
+    sample_index: int
+    output: str
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_tokens_evaluated: int | None
+    finish_reason: str
+    latency_s: float
+    first_token_s: float | None
+    created: float = field(default_factory=time.time)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        run_id: str,
+        model: str,
+        backend: str,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        completion: Completion,
+        sample_index: int,
+        meta: Mapping[str, Any] | None = None,
+    ) -> GenerationRecord:
+        return cls(
+            run_id=run_id,
+            resume_key=resume_key(run_id, model, messages, params, sample_index),
+            model=model,
+            backend=backend,
+            params=params.as_dict(),
+            messages=tuple(messages),
+            sample_index=sample_index,
+            output=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            prompt_tokens_evaluated=completion.prompt_tokens_evaluated,
+            finish_reason=completion.finish_reason,
+            latency_s=completion.latency_s,
+            first_token_s=completion.first_token_s,
+            meta=dict(meta or {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "model": self.model,
+            "backend": self.backend,
+            "params": dict(self.params),
+            "messages": [m.to_openai() for m in self.messages],
+            "sample_index": self.sample_index,
+            "output": self.output,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens_evaluated": self.prompt_tokens_evaluated,
+            "finish_reason": self.finish_reason,
+            "latency_s": round(self.latency_s, 4),
+            "first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
+            "created": self.created,
+            "resume_key": self.resume_key,
+            **({"meta": dict(self.meta)} if self.meta else {}),
+        }
+
+
+class ResultsStore:
+    """The project's memory. Open one per process; SQLite's WAL lets readers and one writer share it."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process in WAL mode
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise MendlabError(f"{self.path}: not a usable results store: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def ensure_run(self, run_id: str, kind: str, config: Mapping[str, Any]) -> bool:
+        """Create the run if new; return True if it already existed (a resume)."""
+        with self._tx() as db:
+            row = db.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None:
+                return True
+            db.execute(
+                "INSERT INTO runs(id, kind, created, config) VALUES (?, ?, ?, ?)",
+                (run_id, kind, time.time(), json.dumps(dict(config), sort_keys=True)),
+            )
+        return False
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT r.id, r.kind, r.created, r.config, COUNT(g.id) FROM runs r "
+            "LEFT JOIN generations g ON g.run_id = r.id GROUP BY r.id ORDER BY r.created"
+        ).fetchall()
+        return [
+            {"id": r[0], "kind": r[1], "created": r[2], "config": json.loads(r[3]), "generations": r[4]}
+            for r in rows
+        ]
+
+    def done_keys(self, run_id: str) -> set[str]:
+        rows = self._db.execute("SELECT resume_key FROM generations WHERE run_id = ?", (run_id,))
+        return {r[0] for r in rows}
+
+    def add(self, rec: GenerationRecord) -> bool:
+        """Store one generation; False if its resume key was already there (nothing doubled)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO generations(run_id, resume_key, model, backend, params, messages, "
+                "sample_index, output, prompt_tokens, completion_tokens, prompt_tokens_evaluated, "
+                "finish_reason, latency_s, first_token_s, created, meta) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.run_id,
+                    rec.resume_key,
+                    rec.model,
+                    rec.backend,
+                    json.dumps(dict(rec.params), sort_keys=True),
+                    json.dumps([m.to_openai() for m in rec.messages], ensure_ascii=False),
+                    rec.sample_index,
+                    rec.output,
+                    rec.prompt_tokens,
+                    rec.completion_tokens,
+                    rec.prompt_tokens_evaluated,
+                    rec.finish_reason,
+                    rec.latency_s,
+                    rec.first_token_s,
+                    rec.created,
+                    json.dumps(dict(rec.meta), ensure_ascii=False, sort_keys=True),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def generations(self, run_id: str | None = None) -> list[GenerationRecord]:
+        sql = (
+            "SELECT run_id, resume_key, model, backend, params, messages, sample_index, output, prompt_tokens, "
+            "completion_tokens, prompt_tokens_evaluated, finish_reason, latency_s, first_token_s, created, meta "
+            "FROM generations"
+        )
+        args: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " WHERE run_id = ?"
+            args = (run_id,)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            GenerationRecord(
+                run_id=r[0],
+                resume_key=r[1],
+                model=r[2],
+                backend=r[3],
+                params=json.loads(r[4]),
+                messages=tuple(Message(m["role"], m["content"]) for m in json.loads(r[5])),
+                sample_index=r[6],
+                output=r[7],
+                prompt_tokens=r[8],
+                completion_tokens=r[9],
+                prompt_tokens_evaluated=r[10],
+                finish_reason=r[11],
+                latency_s=r[12],
+                first_token_s=r[13],
+                created=r[14],
+                meta=json.loads(r[15]),
+            )
+            for r in rows
+        ]
+
+    def save_conversation(self, conv: Conversation) -> None:
+        """Insert or update a conversation node (the chat REPL and the arena save as they go)."""
+        data = conv.to_json()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO conversations(id, parent, fork_turn, model, messages, meta, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET messages = excluded.messages, "
+                "meta = excluded.meta",
+                (
+                    conv.id,
+                    conv.parent,
+                    conv.fork_turn,
+                    conv.model,
+                    json.dumps(data["messages"], ensure_ascii=False),
+                    json.dumps(dict(conv.meta), ensure_ascii=False, sort_keys=True),
+                    time.time(),
+                ),
+            )
+
+    def conversations(self) -> list[Conversation]:
+        rows = self._db.execute(
+            "SELECT id, parent, fork_turn, model, messages, meta FROM conversations ORDER BY created"
+        ).fetchall()
+        return [
+            Conversation.from_json(
+                {"id": r[0], "parent": r[1], "fork_turn": r[2], "model": r[3], "messages": json.loads(r[4]),
+                 **json.loads(r[5])}
+            )
+            for r in rows
+        ]
+
+    def export_jsonl(self, out: TextIO, run_id: str | None = None) -> int:
+        n = 0
+        for rec in self.generations(run_id):
+            out.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
+            n += 1
+        return n
