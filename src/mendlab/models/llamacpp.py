@@ -99,12 +99,22 @@ class LlamaCppModel:
             self.llm.close()
             raise
         self.template = LlamaTemplate(self.llm, template)
+        # Count what llama.cpp really evaluates: the first eval of a generation is the prompt suffix
+        # left after prefix matching, the later ones are the sampled tokens fed back.
+        self._eval_sizes: list[int] = []
+        raw_eval = self.llm.eval
+
+        def counting_eval(tokens: Sequence[int]) -> None:
+            self._eval_sizes.append(len(tokens))
+            raw_eval(tokens)
+
+        self.llm.eval = counting_eval
         self._info = ModelInfo(
             name=name,
             backend="llama.cpp",
             source=source or str(path),
             context_window=self.llm.n_ctx(),
-            extra={"n_ctx_train": str(self.llm.n_ctx_train())},
+            extra={"n_ctx_train": str(self.llm._model.n_ctx_train())},
         )
 
     @property
@@ -157,15 +167,12 @@ class LlamaCppModel:
             if not self.cache_reuse:
                 self.llm.reset()
             self.llm.set_seed(params.seed + index)
-            ctx = self.llm._ctx.ctx
-            perf0 = llama_cpp.llama_perf_context(ctx)
-            evaluated0 = perf0.n_p_eval + perf0.n_eval
+            self._eval_sizes.clear()
             start = time.perf_counter()
             first: float | None = None
             text = ""
             emitted = 0
             n_out = 0
-            yielded = 0
             finish: str = "length"
             prev: list[int] = list(tokens)
             gen = self.llm.generate(
@@ -173,7 +180,6 @@ class LlamaCppModel:
             )
             try:
                 for token in gen:
-                    yielded += 1
                     if first is None:
                         first = time.perf_counter() - start
                     if llama_cpp.llama_token_is_eog(self.llm._model.vocab, token):
@@ -198,12 +204,9 @@ class LlamaCppModel:
             if finish != "stop_string":
                 text += decoder.decode(b"", final=True)
             latency = time.perf_counter() - start
-            perf1 = llama_cpp.llama_perf_context(ctx)
-            evaluated = (perf1.n_p_eval + perf1.n_eval) - evaluated0
+            prompt_evaluated = self._eval_sizes[0] if self._eval_sizes else 0
         if len(text) > emitted:
             yield StreamDelta(text[emitted:])
-        # Every sampled token but the last was fed back to the model; the rest of what ran was prompt.
-        prompt_evaluated = max(0, evaluated - max(0, yielded - 1))
         yield Completion(
             text=text,
             prompt_tokens=len(tokens),
