@@ -20,8 +20,30 @@ from mendlab.errors import ContextOverflow, ModelUnavailable, NoChatTemplate
 from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
 
 
+_LOG_SINK: Any = None
+
+
+def _silence_llama_logs() -> None:
+    """llama.cpp prints load-time chatter to stderr even when not verbose; a CLI must not."""
+    global _LOG_SINK
+    if _LOG_SINK is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def sink(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        return None
+
+    _LOG_SINK = sink  # keep a reference: the C side calls it for the life of the process
+    llama_cpp.llama_log_set(sink, ctypes.c_void_p(0))
+
+
 def _quiet_llama(path: Path, **kwargs: Any) -> Any:
     import llama_cpp
+
+    _silence_llama_logs()
 
     if not path.is_file():
         raise ModelUnavailable(f"GGUF file not found: {path}")

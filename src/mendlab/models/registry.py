@@ -143,7 +143,6 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         description="Gemma 3 270M base (no chat template): for fine-tuning, refused for chat",
         license="Gemma Terms",
         size_mb=253,
-        optional=True,
         chat=False,
     ),
 )
