@@ -115,6 +115,8 @@ class LlamaCppModel:
         if n_threads:
             kwargs["n_threads"] = n_threads
         self.llm = _quiet_llama(path, **kwargs)
+        # llama.cpp may pad the context (64 becomes 256) but the Python side keeps n_ctx token slots.
+        self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
         try:
             template = template_from_gguf(self.llm.metadata, path, chat_template)
         except Exception:
@@ -135,7 +137,7 @@ class LlamaCppModel:
             name=name,
             backend="llama.cpp",
             source=source or str(path),
-            context_window=self.llm.n_ctx(),
+            context_window=self.n_ctx,
             extra={"n_ctx_train": str(self.llm._model.n_ctx_train())},
         )
 
@@ -174,7 +176,7 @@ class LlamaCppModel:
     ) -> Iterator[StreamDelta | Completion]:
         import llama_cpp
 
-        n_ctx = self.llm.n_ctx()
+        n_ctx = self.n_ctx
         room = n_ctx - len(tokens)
         if room < 1:
             raise ContextOverflow(
@@ -204,7 +206,7 @@ class LlamaCppModel:
                 for token in gen:
                     if first is None:
                         first = time.perf_counter() - start
-                    if llama_cpp.llama_token_is_eog(self.llm._model.vocab, token):
+                    if llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token):
                         finish = "stop"
                         break
                     n_out += 1
