@@ -107,11 +107,9 @@ def test_dead_server_then_resume(tmp_path: Path, registry) -> None:  # type: ign
     finally:
         srv.stop()
     stored = _count(db)
-    if child.returncode == 0:
-        assert stored == 8  # it raced to the end before the kill; nothing to resume
-    else:
-        assert child.returncode == 2 and "cannot reach" in stderr and "Traceback" not in stderr
-        assert 1 <= stored < 8
+    # results are saved as each request completes, so the first is stored long before the last
+    assert child.returncode == 2 and "cannot reach" in stderr and "Traceback" not in stderr
+    assert 1 <= stored < 8
     before = _rows(db)
     srv.start()
     try:

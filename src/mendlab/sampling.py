@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mendlab.conversation import Conversation
-from mendlab.models import ChatModel, SamplingParams, chat_many
+from mendlab.models import ChatModel, Completion, SamplingParams, chat_many
 from mendlab.store import GenerationRecord, ResultsStore, resume_key
 
 
@@ -54,24 +54,27 @@ def sample_run(
     store: ResultsStore,
     run_id: str,
     on_done: Callable[[GenerationRecord], None] = lambda rec: None,
-    batch: int = 32,
 ) -> int:
     """Generate every missing sample; return how many were generated now."""
     name = model.info.name
     store.ensure_run(run_id, "sample", {"model": name, "params": params.as_dict(), "conversations": len(conversations)})
     jobs = pending_jobs(store, run_id, name, conversations, params)
-    size = batch if hasattr(model, "chat_many") else 1
     made = 0
-    for start in range(0, len(jobs), size):
-        chunk = jobs[start : start + size]
-        one = [(j.conversation.messages, replace(params, n=1, seed=params.seed + j.sample_index)) for j in chunk]
-        results = chat_many(model, one)
-        for job, completions in zip(chunk, results, strict=True):
-            rec = GenerationRecord.of(
-                run_id, name, model.info.backend, job.conversation.messages, params, completions[0],
-                job.sample_index, meta={"conversation": job.conversation.id},
-            )
-            if store.add(rec):
-                made += 1
-            on_done(rec)
+
+    def save(i: int, samples: list[Completion]) -> None:
+        nonlocal made
+        job = jobs[i]
+        rec = GenerationRecord.of(
+            run_id, name, model.info.backend, job.conversation.messages, params, samples[0], job.sample_index,
+            meta={"conversation": job.conversation.id},
+        )
+        if store.add(rec):
+            made += 1
+        on_done(rec)
+
+    chat_many(
+        model,
+        [(j.conversation.messages, replace(params, n=1, seed=params.seed + j.sample_index)) for j in jobs],
+        on_result=save,
+    )
     return made

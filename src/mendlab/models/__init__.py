@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mendlab.errors import ModelUnavailable, NoChatTemplate
@@ -86,11 +86,20 @@ def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
 
 
 def chat_many(
-    model: ChatModel, jobs: Sequence[tuple[Sequence[Message], SamplingParams]]
+    model: ChatModel,
+    jobs: Sequence[tuple[Sequence[Message], SamplingParams]],
+    on_result: Callable[[int, list[Completion]], None] | None = None,
 ) -> list[list[Completion]]:
-    """Many independent conversations at once where the backend can (endpoints), else one by one."""
+    """Many independent conversations: concurrently where the backend can (endpoints), else one by
+    one. `on_result(i, samples)` fires as each job completes, so callers can save as they go."""
     batch = getattr(model, "chat_many", None)
     if callable(batch):
-        result: list[list[Completion]] = batch(jobs)
+        result: list[list[Completion]] = batch(jobs, on_result)
         return result
-    return [model.chat(msgs, params) for msgs, params in jobs]
+    out = []
+    for i, (msgs, params) in enumerate(jobs):
+        samples = model.chat(msgs, params)
+        if on_result is not None:
+            on_result(i, samples)
+        out.append(samples)
+    return out

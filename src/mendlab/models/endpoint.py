@@ -13,13 +13,14 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from mendlab.errors import BackendError, ContextOverflow
 from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
 
 T = TypeVar("T")
+ResultHook = Callable[[int, list[Completion]], None]
 
 
 def run_sync(coro: Awaitable[T]) -> T:
@@ -135,25 +136,36 @@ class OpenAIModel:
         )
 
     async def achat_many(
-        self, jobs: Sequence[tuple[Sequence[Message], SamplingParams]]
+        self, jobs: Sequence[tuple[Sequence[Message], SamplingParams]], on_result: ResultHook | None = None
     ) -> list[list[Completion]]:
-        """All samples of all jobs at once, at most `concurrency` in flight."""
+        """All samples of all jobs at once, at most `concurrency` requests in flight.
+
+        `on_result(i, samples)` runs as soon as job i is complete, so a caller can store it before
+        the rest finish: if the server dies, what was done is already saved.
+        """
         import openai
 
         sem = asyncio.Semaphore(self.concurrency)
         async with openai.AsyncOpenAI(**self._client_kwargs()) as client:
-            tasks = [
-                [asyncio.ensure_future(self._one(client, sem, msgs, p, i)) for i in range(p.n)] for msgs, p in jobs
-            ]
-            try:
-                return [list(await asyncio.gather(*row)) for row in tasks]
-            finally:
-                for row in tasks:
-                    for t in row:
-                        t.cancel()
 
-    def chat_many(self, jobs: Sequence[tuple[Sequence[Message], SamplingParams]]) -> list[list[Completion]]:
-        return run_sync(self.achat_many(jobs))
+            async def job(i: int, msgs: Sequence[Message], p: SamplingParams) -> list[Completion]:
+                samples = list(await asyncio.gather(*(self._one(client, sem, msgs, p, k) for k in range(p.n))))
+                if on_result is not None:
+                    on_result(i, samples)
+                return samples
+
+            tasks = [asyncio.ensure_future(job(i, msgs, p)) for i, (msgs, p) in enumerate(jobs)]
+            try:
+                return list(await asyncio.gather(*tasks))
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def chat_many(
+        self, jobs: Sequence[tuple[Sequence[Message], SamplingParams]], on_result: ResultHook | None = None
+    ) -> list[list[Completion]]:
+        return run_sync(self.achat_many(jobs, on_result))
 
     def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[Completion]:
         return self.chat_many([(messages, params)])[0]
