@@ -46,9 +46,12 @@ def chat_loop(
                 console.out(event.text, end="", highlight=False)
         console.print()
         assert done is not None
+        window = model.info.context_window
+        used = done.prompt_tokens + done.completion_tokens
         console.print(
             f"[dim]{done.completion_tokens} tokens, {done.tokens_per_s:.1f} tok/s, "
-            f"{done.prompt_tokens} in context[/]"
+            f"context {used}{f'/{window}' if window else ''}[/]",
+            highlight=False,
         )
         store.add(GenerationRecord.of(f"chat-{conv.id}", name, model.info.backend, conv.messages, params, done, 0,
                                       meta={"conversation": conv.id}))
