@@ -30,8 +30,12 @@ def test_demo_side_by_side_and_served_from_store_on_rerun(tmp_path: Path) -> Non
 
 def test_terminal_chat_streams_and_saves(tmp_path: Path) -> None:
     child = pexpect.spawn(
-        MENDLAB, ["chat", "smollm2-135m", "--temperature", "0", "--max-tokens", "16", "--system", "Be brief."],
-        cwd=str(tmp_path), env=cli_env(), encoding="utf-8", timeout=120,
+        MENDLAB,
+        ["chat", "smollm2-135m", "--temperature", "0", "--max-tokens", "16", "--system", "Be brief."],
+        cwd=str(tmp_path),
+        env=cli_env(),
+        encoding="utf-8",
+        timeout=120,
     )
     child.expect("you>")
     child.sendline("What is the capital of France?")
@@ -55,7 +59,8 @@ def test_export_without_store_is_one_line_error(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no results store" in r.stderr and r.stderr.count("\n") == 1
     conv = tmp_path / "c.jsonl"
     conv.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"messages": "nope"}\n')
-    r = subprocess.run([MENDLAB, "generate", "smollm2-135m", str(conv)], cwd=tmp_path, capture_output=True,
-                       text=True, env=cli_env())
+    r = subprocess.run(
+        [MENDLAB, "generate", "smollm2-135m", str(conv)], cwd=tmp_path, capture_output=True, text=True, env=cli_env()
+    )
     assert r.returncode == 2 and "c.jsonl:2: field 'messages'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "mendlab.db").exists()  # nothing half-written for a rejected input

@@ -60,7 +60,9 @@ def test_tree_walks_branches() -> None:
 
 def test_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
     p = tmp_path / "in.jsonl"
-    p.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n\n{"messages": [{"role": "bot", "content": "x"}]}\n')
+    p.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}]}\n\n{"messages": [{"role": "bot", "content": "x"}]}\n'
+    )
     with pytest.raises(InputError, match=r"in.jsonl:3: messages\[0\].role"):
         read_jsonl(p)
     p.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{not json\n')

@@ -34,9 +34,23 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", "2048", "--model_alias", "smol"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(self.gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                "2048",
+                "--model_alias",
+                "smol",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -82,8 +96,10 @@ def test_chat_counts_tokens_and_streams(server: Server, smollm) -> None:  # type
 
 def test_many_requests_in_flight(server: Server) -> None:
     model = OpenAIModel("smol-endpoint", server.url, "smol", concurrency=3, timeout_s=60, max_retries=1)
-    jobs = [([Message("user", f"Say the number {i}.")], SamplingParams(n=2, max_tokens=8, temperature=0.9, seed=i))
-            for i in range(4)]
+    jobs = [
+        ([Message("user", f"Say the number {i}.")], SamplingParams(n=2, max_tokens=8, temperature=0.9, seed=i))
+        for i in range(4)
+    ]
     out = chat_many(model, jobs)
     assert [len(row) for row in out] == [2, 2, 2, 2]
     assert all(c.completion_tokens > 0 for row in out for c in row)

@@ -49,10 +49,16 @@ def test_user_file_adds_models(tmp_path: Path) -> None:
     ("text", "match"),
     [
         ('[models.a]\nbackend = "llama.cpp"\npath = \n', r"mendlab.toml:3:\d+: invalid TOML"),
-        ('[models.a]\nbackend = "llama.cpp"\npath = "x.gguf"\ncolour = "red"\n', r"mendlab.toml:4: \[models.a\] unknown field 'colour'"),
+        (
+            '[models.a]\nbackend = "llama.cpp"\npath = "x.gguf"\ncolour = "red"\n',
+            r"mendlab.toml:4: \[models.a\] unknown field 'colour'",
+        ),
         ('\n[models.a]\nbackend = "tpu"\npath = "x.gguf"\n', r"mendlab.toml:3: \[models.a\] field 'backend'"),
         ('[models.a]\npath = "x.gguf"\n', r"mendlab.toml:1: \[models.a\] missing field 'backend'"),
-        ('[models.a]\nbackend = "llama.cpp"\npath = "x.gguf"\nn_ctx = "big"\n', r"mendlab.toml:4: .*'n_ctx' must be a positive integer"),
+        (
+            '[models.a]\nbackend = "llama.cpp"\npath = "x.gguf"\nn_ctx = "big"\n',
+            r"mendlab.toml:4: .*'n_ctx' must be a positive integer",
+        ),
         ('[models.a]\nbackend = "openai"\nmodel = "m"\n', r"missing field 'base_url'"),
         ('[models.a]\nbackend = "llama.cpp"\npath = "x.bin"\n', r"mendlab.toml:3: .*must be a .gguf file"),
     ],

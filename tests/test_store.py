@@ -33,7 +33,9 @@ def _count(db: Path) -> int:
 def _write_convs(path: Path, n: int) -> None:
     with path.open("w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"messages": [{"role": "user", "content": f"Tell me fact number {i} about cats."}]}) + "\n")
+            fh.write(
+                json.dumps({"messages": [{"role": "user", "content": f"Tell me fact number {i} about cats."}]}) + "\n"
+            )
 
 
 def test_same_key_is_stored_once(tmp_path: Path) -> None:
@@ -55,8 +57,22 @@ def test_kill9_then_resume_loses_and_doubles_nothing(tmp_path: Path) -> None:
     convs = tmp_path / "convs.jsonl"
     _write_convs(convs, 6)
     db = tmp_path / "run.db"
-    cmd = [MENDLAB, "--db", str(db), "generate", "smollm2-135m", str(convs), "-n", "2",
-           "--temperature", "0.8", "--max-tokens", "24", "--seed", "3"]
+    cmd = [
+        MENDLAB,
+        "--db",
+        str(db),
+        "generate",
+        "smollm2-135m",
+        str(convs),
+        "-n",
+        "2",
+        "--temperature",
+        "0.8",
+        "--max-tokens",
+        "24",
+        "--seed",
+        "3",
+    ]
     child = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _count(db) < 3 and time.monotonic() < deadline and child.poll() is None:
@@ -97,8 +113,9 @@ def test_dead_server_then_resume(tmp_path: Path, registry) -> None:  # type: ign
     cmd = [MENDLAB, "--db", str(db), "generate", "smol-server", str(convs), "--max-tokens", "24"]
     srv.start()
     try:
-        child = subprocess.Popen(cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 120
         while _count(db) < 1 and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.02)

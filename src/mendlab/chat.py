@@ -53,8 +53,18 @@ def chat_loop(
             f"context {used}{f'/{window}' if window else ''}[/]",
             highlight=False,
         )
-        store.add(GenerationRecord.of(f"chat-{conv.id}", name, model.info.backend, conv.messages, params, done, 0,
-                                      meta={"conversation": conv.id}))
+        store.add(
+            GenerationRecord.of(
+                f"chat-{conv.id}",
+                name,
+                model.info.backend,
+                conv.messages,
+                params,
+                done,
+                0,
+                meta={"conversation": conv.id},
+            )
+        )
         conv = conv.append(Message("assistant", done.text))
         store.save_conversation(conv)
     return conv

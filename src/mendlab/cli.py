@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mendlab.errors import MendlabError
-from mendlab.models import Message, SamplingParams, load_model, load_registry
+from mendlab.models import SamplingParams, load_model, load_registry
 from mendlab.store import DEFAULT_DB, ResultsStore
 
 app = typer.Typer(
@@ -53,8 +53,9 @@ def _settings(ctx: typer.Context) -> Settings:
 
 def _params(n: int, temperature: float, top_p: float, max_tokens: int, seed: int, stop: list[str]) -> SamplingParams:
     try:
-        return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                              stop=tuple(stop))
+        return SamplingParams(
+            n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, stop=tuple(stop)
+        )
     except ValueError as exc:
         raise MendlabError(f"bad sampling option: {exc}") from None
 
@@ -152,7 +153,9 @@ def generate(
     max_tokens: int = 128,
     seed: int = 0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
-    run: Annotated[str | None, typer.Option(help="Run id (default: derived from the inputs, so reruns resume).")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="Run id (default: derived from the inputs, so reruns resume).")
+    ] = None,
 ) -> None:
     """Sample answers for every conversation of a file; resumable, every sample stored."""
     from mendlab.conversation import read_jsonl
@@ -175,7 +178,10 @@ def generate(
             chat_model = load_model(spec)
         try:
             with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
                 console=err,
             ) as progress:
                 task = progress.add_task(spec.name, total=todo)

@@ -3,8 +3,9 @@
 A conversation's id names a branch: appending a message gives a longer value of the same branch;
 forking or editing a past turn gives a new branch that remembers its parent and the turn it split
 at, so "fork at turn 3 and resample ten times" is ten children of one node, and no branch that was
-recorded is ever overwritten by another. A transplanted turn (another model's answer put in this model's mouth) keeps its real
-author in `Message.origin`: the model under test cannot see it, the analysis can.
+recorded is ever overwritten by another. A transplanted turn (another model's answer put in this
+model's mouth) keeps its real author in `Message.origin`: the model under test cannot see it, the
+analysis can.
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mendlab.models import ChatModel, Completion, Message, SamplingParams
+from mendlab.models.base import FinishReason
 from mendlab.store import GenerationRecord, ResultsStore, resume_key
 
 CALENDAR_SYSTEM_PROMPT = (
     "You are a helpful vocal assistant on a mobile device. Your job is to translate user requests into "
     "API calls using this Python API:\n\n"
-    "action.add_calendar_entry(title, date=\"YYYY-MM-DD\", time=\"HH:MM\", duration=m) # duration in minutes\n"
+    'action.add_calendar_entry(title, date="YYYY-MM-DD", time="HH:MM", duration=m) # duration in minutes\n'
     "action.remove_calendar_entry(title, date, time)\n\n"
     "You can use 30 minutes as the default duration for new events. "
     "Respond to every request with a single line of executable code."
@@ -49,7 +50,7 @@ def run_demo(
         key = resume_key(run_id, name, history, params, 0)
         if key in done:
             rec = done[key]
-            finish = "length" if rec.finish_reason == "length" else "stop"
+            finish: FinishReason = "length" if rec.finish_reason == "length" else "stop"
             answer = Completion(rec.output, rec.prompt_tokens, rec.completion_tokens, finish, rec.latency_s)
         else:
             answer = model.chat(history, params)[0]

@@ -65,7 +65,13 @@ def sample_run(
         nonlocal made
         job = jobs[i]
         rec = GenerationRecord.of(
-            run_id, name, model.info.backend, job.conversation.messages, params, samples[0], job.sample_index,
+            run_id,
+            name,
+            model.info.backend,
+            job.conversation.messages,
+            params,
+            samples[0],
+            job.sample_index,
             meta={"conversation": job.conversation.id},
         )
         if store.add(rec):

@@ -50,7 +50,7 @@ def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
     if not spec.chat and spec.chat_template is None:
         raise NoChatTemplate(
             f"model {spec.name!r} is a base model with no chat template: refusing to chat with it "
-            "(give chat_template = \"file.jinja\" in mendlab.toml to override)"
+            '(give chat_template = "file.jinja" in mendlab.toml to override)'
         )
     if spec.backend == "openai":
         from mendlab.models.endpoint import OpenAIModel

@@ -126,9 +126,7 @@ class ChatModel(Protocol):
         """Return `params.n` samples for one conversation."""
         ...
 
-    def stream(
-        self, messages: Sequence[Message], params: SamplingParams
-    ) -> Iterator[StreamDelta | Completion]:
+    def stream(self, messages: Sequence[Message], params: SamplingParams) -> Iterator[StreamDelta | Completion]:
         """Yield text as it is generated, then the finished Completion (n is ignored: one sample)."""
         ...
 

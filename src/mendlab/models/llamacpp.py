@@ -19,7 +19,6 @@ from typing import Any
 from mendlab.errors import ContextOverflow, ModelUnavailable, NoChatTemplate
 from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
 
-
 _LOG_SINK: Any = None
 
 
@@ -64,7 +63,7 @@ def template_from_gguf(metadata: dict[str, str], path: Path, override: str | Non
     if not template:
         raise NoChatTemplate(
             f"{path.name} has no chat template (a base model?): refusing to chat with it; "
-            "give one with chat_template = \"file.jinja\" in mendlab.toml"
+            'give one with chat_template = "file.jinja" in mendlab.toml'
         )
     return template
 
@@ -171,17 +170,13 @@ class LlamaCppModel:
         tokens = self.tokenize_prompt(messages)
         yield from self._generate(tokens, params, 0)
 
-    def _generate(
-        self, tokens: list[int], params: SamplingParams, index: int
-    ) -> Iterator[StreamDelta | Completion]:
+    def _generate(self, tokens: list[int], params: SamplingParams, index: int) -> Iterator[StreamDelta | Completion]:
         import llama_cpp
 
         n_ctx = self.n_ctx
         room = n_ctx - len(tokens)
         if room < 1:
-            raise ContextOverflow(
-                f"{self.info.name}: prompt has {len(tokens)} tokens, context window is {n_ctx}"
-            )
+            raise ContextOverflow(f"{self.info.name}: prompt has {len(tokens)} tokens, context window is {n_ctx}")
         max_new = min(params.max_tokens, room)
         stops = tuple(s for s in params.stop if s)
         hold = max((len(s) for s in stops), default=1) - 1

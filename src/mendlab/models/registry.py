@@ -171,7 +171,7 @@ class Registry:
             return spec
         if backend == "openai" or spec.backend == "openai" or not spec.is_gguf:
             raise ModelNotFound(f"model {name!r} cannot run on backend {backend!r}")
-        return replace(spec, name=ref, backend=backend)  # type: ignore[arg-type]
+        return replace(spec, name=ref, backend=backend)
 
 
 def readiness(spec: ModelSpec) -> tuple[bool, str]:
@@ -201,8 +201,16 @@ def readiness(spec: ModelSpec) -> tuple[bool, str]:
 _INT_FIELDS = {"n_ctx", "n_threads", "concurrency", "max_retries", "size_mb"}
 _FLOAT_FIELDS = {"timeout_s"}
 _STR_FIELDS = {
-    "backend", "path", "chat_template", "dtype", "device", "base_url", "model", "api_key_env",
-    "description", "license",
+    "backend",
+    "path",
+    "chat_template",
+    "dtype",
+    "device",
+    "base_url",
+    "model",
+    "api_key_env",
+    "description",
+    "license",
 }
 _BOOL_FIELDS = {"chat"}
 

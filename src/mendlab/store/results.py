@@ -63,9 +63,7 @@ CREATE TABLE IF NOT EXISTS conversations (
 """
 
 
-def resume_key(
-    run_id: str, model: str, messages: Sequence[Message], params: SamplingParams, sample_index: int
-) -> str:
+def resume_key(run_id: str, model: str, messages: Sequence[Message], params: SamplingParams, sample_index: int) -> str:
     payload = json.dumps(
         {
             "run": run_id,
@@ -203,8 +201,7 @@ class ResultsStore:
             "LEFT JOIN generations g ON g.run_id = r.id GROUP BY r.id ORDER BY r.created"
         ).fetchall()
         return [
-            {"id": r[0], "kind": r[1], "created": r[2], "config": json.loads(r[3]), "generations": r[4]}
-            for r in rows
+            {"id": r[0], "kind": r[1], "created": r[2], "config": json.loads(r[3]), "generations": r[4]} for r in rows
         ]
 
     def done_keys(self, run_id: str) -> set[str]:
@@ -298,8 +295,14 @@ class ResultsStore:
         ).fetchall()
         return [
             Conversation.from_json(
-                {"id": r[0], "parent": r[1], "fork_turn": r[2], "model": r[3], "messages": json.loads(r[4]),
-                 **json.loads(r[5])}
+                {
+                    "id": r[0],
+                    "parent": r[1],
+                    "fork_turn": r[2],
+                    "model": r[3],
+                    "messages": json.loads(r[4]),
+                    **json.loads(r[5]),
+                }
             )
             for r in rows
         ]
