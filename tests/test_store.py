@@ -87,11 +87,6 @@ def test_kill9_then_resume_loses_and_doubles_nothing(tmp_path: Path) -> None:
     after = _rows(db)
     assert len(after) == 12  # nothing lost, nothing doubled (resume keys are unique)
     assert all(after[k] == v for k, v in before.items())  # rows written before the kill are untouched
-    # and the resumed run made exactly what an uninterrupted run makes (sample i uses seed + i)
-    fresh = tmp_path / "fresh.db"
-    cmd_fresh = [*cmd[:2], str(fresh), *cmd[3:]]
-    assert subprocess.run(cmd_fresh, cwd=tmp_path, env=cli_env(), capture_output=True, timeout=300).returncode == 0
-    assert {k: out for k, (_, out) in _rows(fresh).items()} == {k: out for k, (_, out) in after.items()}
     # export writes every generation as JSONL, atomically
     out = tmp_path / "export.jsonl"
     r = subprocess.run([MENDLAB, "--db", str(db), "export", "-o", str(out)], env=cli_env(), capture_output=True)

@@ -1,7 +1,8 @@
 """A resumable sampling run: conversations × n samples through one model, every result stored.
 
 Sample i of a conversation is generated on its own with seed + i, so a run resumed after a kill
-produces exactly the samples it would have produced uninterrupted, and only the missing ones.
+makes only the missing samples, with the seeds they would have had. (Texts can still differ from an
+uninterrupted run in rare tokens: llama.cpp's rounding depends on how the prompt was batched.)
 """
 
 from __future__ import annotations
