@@ -1,0 +1,1 @@
+"""Scripted dialogs and their automatic grading: scenarios, call extraction, grader, feedback."""

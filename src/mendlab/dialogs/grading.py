@@ -1,0 +1,316 @@
+"""Grade calendar replies turn by turn: typed errors, then the original's marks ✓ 🍄 🥦 🔥.
+
+A reply is compared with the call the scenario's simulated calendar expects at that turn, field by
+field. A conversation is graded by walking it: a user message that matches a scripted turn advances
+the script, any other user message is feedback on the current step, and the next reply is a fix
+attempt, which earns 🥦 when the errors pointed out are gone (🥦 🍄 if it broke a field that was right).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mendlab.dialogs.calls import Call, extract_calls
+from mendlab.dialogs.scenario import DATE_RE, TIME_RE, ExpectedCall, Scenario
+from mendlab.models.base import Message
+
+# Ordered by how much they matter: feedback names the first ones.
+ERRORS = (
+    "no_call",
+    "syntax_error",
+    "unknown_function",
+    "wrong_function",
+    "wrong_event",
+    "wrong_year",
+    "wrong_date",
+    "date_format",
+    "time_12h",
+    "wrong_time",
+    "time_format",
+    "wrong_duration",
+    "missing_argument",
+    "extra_argument",
+    "extra_call",
+    "chatter",
+)
+GARBAGE = {"no_call", "syntax_error"}
+CHECK, MUSHROOM, RECURRING, BROCCOLI, FIRE, FIRE2 = "✓", "🍄", "(🍄)", "🥦", "🔥", "🔥🔥"
+
+MONTHS = {
+    m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
+}
+
+
+def _order(errors: Sequence[str]) -> tuple[str, ...]:
+    seen = set(errors)
+    return tuple(e for e in ERRORS if e in seen)
+
+
+def loose_date(text: str) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) from the date forms models write instead of YYYY-MM-DD."""
+    s = text.strip().lower()
+    m = re.fullmatch(r"(\d[\d ]{3,6})[-/.](\d{1,2})[-/.](\d{1,2})", s)  # 2024/11/11, "20 24-11-11"
+    if m:
+        return int(m.group(1).replace(" ", "")), int(m.group(2)), int(m.group(3))
+    m = re.fullmatch(r"(\d{1,2})[-/.](\d{1,2})(?:[-/.](\d{2,4}))?", s)  # 11/11/2024 (US order first)
+    if m:
+        year = int(m.group(3)) if m.group(3) else None
+        if year is not None and year < 100:
+            year += 2000
+        return year, int(m.group(1)), int(m.group(2))
+    m = re.fullmatch(r"([a-z]{3})[a-z]*\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s*(\d{4})?", s)  # Nov 11, 2024
+    if m and m.group(1) in MONTHS:
+        return (int(m.group(3)) if m.group(3) else None), MONTHS[m.group(1)], int(m.group(2))
+    m = re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)?\s+([a-z]{3})[a-z]*\.?,?\s*(\d{4})?", s)  # 11 Nov 2024
+    if m and m.group(2) in MONTHS:
+        return (int(m.group(3)) if m.group(3) else None), MONTHS[m.group(2)], int(m.group(1))
+    return None
+
+
+def loose_time(text: str) -> tuple[int, int, bool] | None:
+    """(hour 0-23, minute, was_12h) from forms like 5PM, 5:00 pm, 17:00:00, 8:00."""
+    s = text.strip().lower().replace(".", "")
+    m = re.fullmatch(r"(\d{1,2})(?::(\d{2}))?(?::\d{2})?\s*(am|pm)", s)
+    if m:
+        hour, minute = int(m.group(1)) % 12, int(m.group(2) or 0)
+        if m.group(3) == "pm":
+            hour += 12
+        return hour, minute, True
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})(?::\d{2})?", s)
+    if m and int(m.group(1)) < 24 and int(m.group(2)) < 60:
+        return int(m.group(1)), int(m.group(2)), False
+    return None
+
+
+def _check_date(value: Any, want: str) -> list[str]:
+    wy, wm, wd = (int(x) for x in want.split("-"))
+    if isinstance(value, str) and DATE_RE.match(value):
+        try:
+            got = dt.date.fromisoformat(value)
+        except ValueError:
+            return ["wrong_date"]
+        if (got.month, got.day) != (wm, wd):
+            return ["wrong_date"] + (["wrong_year"] if got.year != wy else [])
+        return ["wrong_year"] if got.year != wy else []
+    parsed = loose_date(value) if isinstance(value, str) else None
+    if parsed is None:
+        return ["date_format", "wrong_date"]
+    year, month, day = parsed
+    errs = ["date_format"]
+    if (month, day) != (wm, wd):
+        errs.append("wrong_date")
+    if year is not None and year != wy:
+        errs.append("wrong_year")
+    return errs
+
+
+def _check_time(value: Any, want: str) -> list[str]:
+    wh, wmin = (int(x) for x in want.split(":"))
+    if isinstance(value, str) and TIME_RE.match(value):
+        return [] if value == want else ["wrong_time"]
+    parsed = loose_time(value) if isinstance(value, str) else None
+    if parsed is None:
+        return ["time_format", "wrong_time"]
+    hour, minute, twelve = parsed
+    errs = ["time_12h" if twelve else "time_format"]
+    if (hour, minute) != (wh, wmin):
+        errs.append("wrong_time")
+    return errs
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        return float(value)
+    return None
+
+
+def check_call(call: Call, expected: ExpectedCall, scenario: Scenario) -> list[str]:
+    """The errors of one call against the expected one, field by field."""
+    api = scenario.api
+    params = api.params.get(call.function)
+    if params is None or (call.obj is not None and call.obj != api.object):
+        return ["unknown_function"]
+    errors: list[str] = []
+    if call.function != expected.function:
+        errors.append("wrong_function")
+    fields: dict[str, Any] = {}
+    for i, value in enumerate(call.args):
+        if i < len(params):
+            fields[params[i]] = value
+        else:
+            errors.append("extra_argument")
+    for key, value in call.kwargs.items():
+        if key in params and key not in fields:
+            fields[key] = value
+        else:
+            errors.append("extra_argument")
+    for req in api.required[call.function]:
+        if req not in fields:
+            errors.append("missing_argument")
+    if "title" in fields:
+        title = fields["title"]
+        spec = scenario.events[expected.event]
+        if not isinstance(title, str) or not spec.named_by(title):
+            errors.append("wrong_event")
+    if "date" in fields:
+        errors += _check_date(fields["date"], expected.date)
+    if "time" in fields:
+        errors += _check_time(fields["time"], expected.time)
+    if call.function == api.add and expected.duration is not None:
+        got = _number(fields.get("duration", api.default_duration))
+        if got is None or got != expected.duration:
+            errors.append("wrong_duration")
+    return list(_order(errors))
+
+
+@dataclass(frozen=True)
+class ReplyCheck:
+    errors: tuple[str, ...]
+    valid: bool  # a call of a known API function that parses
+    call: Call | None
+
+
+def check_reply(reply: str, expected: ExpectedCall, scenario: Scenario) -> ReplyCheck:
+    api = scenario.api
+    ext = extract_calls(reply, api.object, set(api.params))
+    if not ext.calls:
+        return ReplyCheck(("syntax_error",) if ext.syntax_error else ("no_call",), False, None)
+    scored = [(check_call(c, expected, scenario), i, c) for i, c in enumerate(ext.calls)]
+    errors, _, best = min(scored, key=lambda t: (len(t[0]), t[1]))
+    errors = list(errors)
+    if len(ext.calls) > 1:
+        errors.append("extra_call")
+    if ext.chatter:
+        errors.append("chatter")
+    valid = "unknown_function" not in errors
+    return ReplyCheck(_order(errors), valid, best)
+
+
+@dataclass(frozen=True)
+class TurnGrade:
+    """One assistant turn, graded. `attempt` 0 is the first answer to a step; 1.. are fix attempts."""
+
+    turn: int  # 1-based index among the conversation's assistant turns
+    step: int  # 1-based scripted turn this reply answers (a feedback turn's target)
+    attempt: int
+    marks: tuple[str, ...]
+    errors: tuple[str, ...]
+    pointed: tuple[str, ...] = ()  # errors of the previous attempt, which the user pointed out
+    fixed: bool = False
+    regression: bool = False
+    recurring: tuple[str, ...] = ()
+    expected: str = ""
+    reply: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return not self.errors
+
+    def to_json(self, conversation: int) -> dict[str, Any]:
+        return {
+            "conversation": conversation,
+            "turn": self.turn,
+            "marks": list(self.marks),
+            "errors": list(self.errors),
+            "step": self.step,
+            "attempt": self.attempt,
+            "pointed": list(self.pointed),
+            "fixed": self.fixed,
+            "regression": self.regression,
+        }
+
+
+def marks_for(
+    errors: Sequence[str], valid: bool, fixed: bool, regression: bool, recurring: Sequence[str]
+) -> tuple[str, ...]:
+    if GARBAGE & set(errors):
+        return (FIRE,)
+    marks: list[str] = []
+    if fixed:
+        marks.append(BROCCOLI)
+    elif valid:
+        marks.append(CHECK)
+    if len(errors) >= 3:
+        marks.append(FIRE2)
+    else:
+        marks += [RECURRING if e in recurring else MUSHROOM for e in errors]
+    return tuple(marks)  # a regression's new error already shows as 🍄 beside the 🥦
+
+
+@dataclass
+class DialogGrader:
+    """Feed a conversation message by message; each assistant message comes back graded."""
+
+    scenario: Scenario
+    step: int = -1  # 0-based index of the current scripted step
+    attempt: int = 0
+    last_errors: tuple[str, ...] = ()
+    feedback_pending: bool = False
+    turns: int = 0
+    seen: dict[str, int] = field(default_factory=dict)  # error type -> first step it appeared in
+
+    def user(self, text: str) -> bool:
+        """Record a user message; True if it advanced the script to a new step."""
+        idx = self.scenario.step_for_user_text(text)
+        if idx is not None and idx > self.step:
+            scripted_feedback = self.scenario.steps[idx].feedback
+            self.step = idx
+            if scripted_feedback and self.turns:
+                self.feedback_pending = True
+            else:
+                self.attempt, self.last_errors, self.feedback_pending = 0, (), False
+            return True
+        if self.step < 0:
+            self.step = 0  # free text before the script: treat it as the first request
+        self.feedback_pending = True
+        return False
+
+    def expected(self) -> ExpectedCall:
+        return self.scenario.expected(max(self.step, 0))
+
+    def assistant(self, reply: str) -> TurnGrade:
+        expected = self.expected()
+        check = check_reply(reply, expected, self.scenario)
+        target = self.scenario.target_step(max(self.step, 0)).turn
+        is_fix = self.feedback_pending and self.turns > 0
+        attempt = self.attempt + 1 if is_fix else 0
+        pointed = self.last_errors if is_fix else ()
+        errors = check.errors
+        fixed = bool(pointed) and not (set(pointed) & set(errors)) and not (GARBAGE & set(errors))
+        regression = fixed and bool(set(errors) - set(pointed))
+        recurring = tuple(e for e in errors if e in self.seen and self.seen[e] != target)
+        marks = marks_for(errors, check.valid, fixed, regression, recurring)
+        for e in errors:
+            self.seen.setdefault(e, target)
+        self.turns += 1
+        self.attempt, self.last_errors, self.feedback_pending = attempt, errors, False
+        return TurnGrade(
+            turn=self.turns,
+            step=target,
+            attempt=attempt,
+            marks=marks,
+            errors=errors,
+            pointed=pointed,
+            fixed=fixed,
+            regression=regression,
+            recurring=recurring,
+            expected=expected.render(self.scenario.api),
+            reply=reply,
+        )
+
+
+def grade_conversation(scenario: Scenario, messages: Sequence[Message]) -> list[TurnGrade]:
+    grader = DialogGrader(scenario)
+    out = []
+    for m in messages:
+        if m.role == "user":
+            grader.user(m.content)
+        elif m.role == "assistant":
+            out.append(grader.assistant(m.content))
+    return out

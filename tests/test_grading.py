@@ -1,0 +1,190 @@
+"""The grader against hand-written replies, each with the labels a careful person would give."""
+
+from __future__ import annotations
+
+import pytest
+
+from mendlab.dialogs.grading import check_reply, grade_conversation, loose_date, loose_time
+from mendlab.dialogs.scenario import load_scenario
+from mendlab.models import Message
+
+CAL = load_scenario("calendar")
+A = "action.add_calendar_entry"
+R = "action.remove_calendar_entry"
+
+# (step index 0-based, reply, expected errors in the grader's order, expected validity)
+FRED = f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)'
+CASES: list[tuple[int, str, tuple[str, ...], bool]] = [
+    # step 1: Fred, 2024-11-11 17:00 (the model cannot know the year: 2023 is the expected mistake)
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)', (), True),
+    (0, f'{A}("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)', ("wrong_year",), True),
+    (0, f'{A}(title="Fred meeting", date="2024-11-11", time="17:00", duration=30)', (), True),
+    (0, f'{A}("Meeting w/ Fred", "2024-11-11", "17:00", 30)', (), True),  # all positional
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00")', (), True),  # default duration
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="5:00 PM", duration=30)', ("time_12h",), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="5PM")', ("time_12h",), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="5:00 AM")', ("time_12h", "wrong_time"), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00:00")', ("time_format",), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="15:00")', ("wrong_time",), True),
+    (0, f'{A}("Meeting with Fred", date="20 24-11-11", time="17:00")', ("date_format",), True),
+    (0, f'{A}("Meeting with Fred", date="Nov 11, 2023", time="17:00")', ("wrong_year", "date_format"), True),
+    (0, f'{A}("Meeting with Fred", date="Nov 11", time="17:00")', ("date_format",), True),
+    (0, f'{A}("Meeting with Fred", date="11/11/2024", time="17:00")', ("date_format",), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-12", time="17:00")', ("wrong_date",), True),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=60)', ("wrong_duration",), True),
+    (0, f'{A}("Meeting with Fred", time="17:00", duration=30)', ("missing_argument",), True),
+    (
+        0,
+        f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30, place="office")',
+        ("extra_argument",),
+        True,
+    ),
+    (0, f'{A}("Lunch", date="2024-11-11", time="17:00", duration=30)', ("wrong_event",), True),
+    (0, f'{R}("Meeting with Fred", "2024-11-11", "17:00")', ("wrong_function",), True),
+    (0, 'action.create_event("Meeting with Fred", "2024-11-11", "17:00")', ("unknown_function",), False),
+    (
+        0,
+        f'I apologize for the mistake. {A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)',
+        ("chatter",),
+        True,
+    ),
+    (
+        0,
+        f'Sure!\n```python\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n```',
+        ("chatter",),
+        True,
+    ),
+    (0, f'```python\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n```', (), True),
+    (0, f'```\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n```', (), True),
+    (
+        0,
+        f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)',
+        ("extra_call",),
+        True,
+    ),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30', ("syntax_error",), False),
+    (0, "I'm sorry, I can't do that.", ("no_call",), False),
+    (0, "```python\ndef add_event(title):\n    return title\n```", ("no_call",), False),
+    (
+        0,
+        f'{A}("Meeting with Fred", date="Nov 11, 2023", time="5PM", duration=30)',
+        ("wrong_year", "date_format", "time_12h"),
+        True,
+    ),
+    (0, 'add_calendar_entry("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)', (), True),
+    (0, f'{A}(title, date="2024-11-11", time="17:00", duration=30)', ("wrong_event",), True),
+    (
+        0,
+        f'{A}("Meeting with Fred", date=datetime.date(2024, 11, 11), time="17:00")',
+        ("wrong_date", "date_format"),
+        True,
+    ),
+    (0, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30) # add the meeting', (), True),
+    # step 3: the rock concert on "the same day" (the day fixed two turns back)
+    (2, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration=30)', (), True),
+    (2, f'{A}("Rock concert", date="2024-11-11", time="8:00 PM", duration=30)', ("time_12h",), True),
+    (2, f'{A}("Meeting with Fred", date="2024-11-11", time="20:00", duration=30)', ("wrong_event",), True),
+    # step 4: three hours is 180 minutes, however it is written
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration=60*3)', (), True),
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration=180)', (), True),
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration=3*60)', (), True),
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration=3)', ("wrong_duration",), True),
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00")', ("wrong_duration",), True),
+    (3, f'{A}("Rock Concert", date="2024-11-11", time="20:00", duration="180")', (), True),
+    # step 5: Paul, the next day
+    (4, f'{A}("Meeting with Paul", date="2024-11-12", time="08:00", duration=30)', (), True),
+    (4, f'{A}("Meeting with Paul", date="2024-11-11", time="08:00", duration=30)', ("wrong_date",), True),
+    (4, f'{A}("Meeting with Paul", date="2024-11-12", time="8:00", duration=30)', ("time_format",), True),
+    # step 6: cancel Fred, named as created
+    (5, f'{R}("Meeting with Fred", "2024-11-11", "17:00")', (), True),
+    (5, f'{R}(title="Fred meeting", date="2024-11-11", time="17:00")', (), True),
+    (5, f'{R}("Meeting with Fred")', ("missing_argument",), True),
+    (5, f'{R}("Meeting with Paul", "2024-11-12", "08:00")', ("wrong_event", "wrong_date", "wrong_time"), True),
+    (5, f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=0)', ("wrong_function",), True),
+    (5, f'{R}("Meeting with Fred", "2023-11-11", "17:00")', ("wrong_year",), True),
+]
+
+
+@pytest.mark.parametrize(("step", "reply", "errors", "valid"), CASES)
+def test_reply_labels(step: int, reply: str, errors: tuple[str, ...], valid: bool) -> None:
+    check = check_reply(reply, CAL.expected(step), CAL)
+    assert check.errors == errors
+    assert check.valid == valid
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= 40
+
+
+def test_loose_parsers() -> None:
+    assert loose_date("Nov 11, 2023") == (2023, 11, 11)
+    assert loose_date("11 November") == (None, 11, 11)
+    assert loose_date("20 24-11-11") == (2024, 11, 11)
+    assert loose_time("5:30 pm") == (17, 30, True)
+    assert loose_time("12 AM") == (0, 0, True)
+    assert loose_time("25:00") is None
+
+
+def _dialog(*pairs: str) -> list[Message]:
+    msgs = [Message("system", CAL.system_prompt)]
+    for i, text in enumerate(pairs):
+        msgs.append(Message("user" if i % 2 == 0 else "assistant", text))
+    return msgs
+
+
+def test_conversation_marks_fix_regression_and_recurring() -> None:
+    good = f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)'
+    grades = grade_conversation(
+        CAL,
+        _dialog(
+            "Add a meeting with Fred on Nov 11 at 5PM",
+            f'{A}("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)',
+            "The current year is 2024.",  # scripted feedback
+            good,
+            "I'm going to a rock concert in the evening of the same day at 8pm. Add a calendar entry for that.",
+            f'{A}("Rock Concert", date="2024-11-11", time="8:00 PM", duration=30)',
+            "Time in 24h format.",  # free feedback on the current step
+            f'{A}("Rock Concert", date="2023-11-11", time="20:00", duration=30)',  # fixed, but broke the year
+            "Set the duration to 3 hours.",
+            f'{A}("Rock Concert", date="2024-11-11", time="8:00 PM", duration=60*3)',  # 12h again: recurring
+            "Add a meeting with Paul on the next day at 8am. 1/2h.",
+            "Sure thing!",
+        ),
+    )
+    assert [g.marks for g in grades] == [
+        ("✓", "🍄"),
+        ("🥦",),
+        ("✓", "🍄"),
+        ("🥦", "(🍄)"),
+        ("✓", "(🍄)"),
+        ("🔥",),
+    ]
+    assert [g.step for g in grades] == [1, 1, 3, 3, 4, 5]
+    assert [g.attempt for g in grades] == [0, 1, 0, 1, 0, 0]
+    assert grades[1].fixed and grades[1].pointed == ("wrong_year",)
+    assert grades[3].fixed and grades[3].regression and grades[3].errors == ("wrong_year",)
+    assert grades[4].recurring == ("time_12h",)
+
+
+def test_three_errors_is_double_fire_and_unfixed_stays_mushroom() -> None:
+    grades = grade_conversation(
+        CAL,
+        _dialog(
+            "Add a meeting with Fred on Nov 11 at 5PM",
+            f'Ok! {A}("Fred", date="Nov 11, 2023", time="5PM")',
+            "The year is wrong.",
+            f'{A}("Fred", date="2023-11-11", time="17:00")',
+        ),
+    )
+    assert grades[0].marks == ("✓", "🔥🔥")
+    assert not grades[1].fixed and grades[1].marks == ("✓", "🍄")
+
+
+def test_second_builtin_scenario_is_consistent() -> None:
+    d = load_scenario("dentist")
+    assert (
+        d.expected(3).render(d.api)
+        == 'action.add_calendar_entry("Yoga class", date="2025-03-05", time="18:30", duration=45)'
+    )
+    assert d.expected(5).render(d.api) == 'action.remove_calendar_entry("Dentist appointment", "2025-03-03", "09:15")'
+    assert d.target_step(1).turn == 1
