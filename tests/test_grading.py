@@ -58,7 +58,7 @@ CASES: list[tuple[int, str, tuple[str, ...], bool]] = [
     (0, f'```\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n```', (), True),
     (
         0,
-        f'{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)\n{A}("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)',
+        f"{FRED}\n{FRED}",
         ("extra_call",),
         True,
     ),
