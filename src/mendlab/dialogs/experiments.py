@@ -1,0 +1,291 @@
+"""The three experiments of the Keras chatbot arena, run by the machine.
+
+- reliability: system prompt + first request, N independent samples;
+- dialog: the whole script; after a wrong answer the simulated user says what is wrong (rules at
+  a rung, or a critic model) and the model gets up to K tries before the script moves on;
+- replay: mistakes harvested from runs (plus the scenario's seed mistakes) are put in another
+  model's mouth as its own last turn, followed by the fix request; 3 attempts each.
+
+Each experiment is a plain function over a `ChatModel`; wrapping the model in `RecordedModel`
+makes it resumable. Every dialog is saved as a conversation with its grades in `meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mendlab.conversation import Conversation
+from mendlab.dialogs.feedback import Critic, Rung, rule_feedback
+from mendlab.dialogs.grading import GARBAGE, DialogGrader, TurnGrade, check_reply
+from mendlab.dialogs.scenario import Scenario
+from mendlab.models import ChatModel, Message, SamplingParams
+from mendlab.store import ResultsStore
+
+KINDS = {
+    "time_12h": "wrong time",
+    "wrong_time": "wrong time",
+    "time_format": "wrong time",
+    "chatter": "API only",
+    "extra_call": "API only",
+    "unknown_function": "wrong API",
+    "wrong_function": "wrong API",
+    "missing_argument": "wrong API",
+    "extra_argument": "wrong API",
+    "wrong_duration": "wrong API",
+    "wrong_event": "wrong event",
+    "wrong_year": "wrong date",
+    "wrong_date": "wrong date",
+    "date_format": "wrong date",
+}
+KIND_ORDER = ("wrong time", "API only", "wrong API", "wrong event", "wrong date")
+
+
+@dataclass(frozen=True)
+class DialogResult:
+    experiment: str
+    scenario: str
+    model: str
+    messages: tuple[Message, ...]
+    grades: tuple[TurnGrade, ...]
+    rung: str = ""
+    rep: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def conversation_id(self, run_id: str) -> str:
+        parts = [run_id, self.experiment, self.scenario, self.model, self.rung, str(self.rep)]
+        if "mistake" in self.extra:
+            parts.append(str(self.extra["mistake"]["id"]))
+        return ":".join(parts)
+
+    def save(self, store: ResultsStore, run_id: str) -> None:
+        meta = {
+            "run": run_id,
+            "experiment": self.experiment,
+            "scenario": self.scenario,
+            "rung": self.rung,
+            "rep": self.rep,
+            "grades": [g.to_json(0) | {"recurring": list(g.recurring)} for g in self.grades],
+            **self.extra,
+        }
+        store.save_conversation(
+            Conversation(messages=self.messages, id=self.conversation_id(run_id), model=self.model, meta=meta)
+        )
+
+
+def _opening(scenario: Scenario) -> list[Message]:
+    return [Message("system", scenario.system_prompt)]
+
+
+def run_reliability(model: ChatModel, scenario: Scenario, tries: int, params: SamplingParams) -> list[DialogResult]:
+    history = [*_opening(scenario), Message("user", scenario.steps[0].user)]
+    answers = model.chat(history, replace(params, n=tries))
+    out = []
+    for i, ans in enumerate(answers):
+        grader = DialogGrader(scenario)
+        grader.user(scenario.steps[0].user)
+        grade = grader.assistant(ans.text)
+        msgs = (*history, Message("assistant", ans.text))
+        out.append(DialogResult("reliability", scenario.name, model.info.name, msgs, (grade,), rep=i))
+    return out
+
+
+def play_dialog(
+    model: ChatModel,
+    scenario: Scenario,
+    params: SamplingParams,
+    rung: Rung,
+    max_fixes: int = 3,
+    critic: Critic | None = None,
+    rep: int = 0,
+) -> DialogResult:
+    history = _opening(scenario)
+    grader = DialogGrader(scenario)
+    grades: list[TurnGrade] = []
+
+    def answer() -> TurnGrade:
+        (reply,) = model.chat(history, params)
+        history.append(Message("assistant", reply.text))
+        grade = grader.assistant(reply.text)
+        grades.append(grade)
+        return grade
+
+    steps = scenario.steps
+    for idx, step in enumerate(steps):
+        history.append(Message("user", step.user))
+        grader.user(step.user)
+        grade = answer()
+        if idx + 1 < len(steps) and steps[idx + 1].feedback:
+            continue  # the script itself points the mistake out on the next turn
+        fixes = 0
+        while grade.errors and fixes < max_fixes:
+            want = grader.expected()
+            text = critic(history, grade.errors, want) if critic else rule_feedback(grade.errors, want, scenario, rung)
+            history.append(Message("user", text))
+            grader.user(text)
+            grade = answer()
+            fixes += 1
+    return DialogResult(
+        "dialog",
+        scenario.name,
+        model.info.name,
+        tuple(history),
+        tuple(grades),
+        rung="critic" if critic else rung,
+        rep=rep,
+    )
+
+
+@dataclass(frozen=True)
+class Mistake:
+    id: str
+    step: int  # 0-based scripted step
+    reply: str
+    errors: tuple[str, ...]
+    kind: str
+    origin: str  # the model that made it, or "scenario"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "step": self.step,
+            "reply": self.reply,
+            "errors": list(self.errors),
+            "kind": self.kind,
+            "origin": self.origin,
+        }
+
+
+def mistake_kind(errors: Sequence[str]) -> str | None:
+    for e in errors:
+        if e in KINDS:
+            return KINDS[e]
+    return None
+
+
+def harvest_mistakes(scenario: Scenario, results: Sequence[DialogResult], per_kind: int = 2) -> list[Mistake]:
+    """Wrong first answers from runs (not garbage: there is nothing to fix one by one), then the
+    scenario's seed mistakes; at most `per_kind` of each kind, deduplicated by text."""
+    candidates: list[Mistake] = []
+    seen: set[tuple[int, str]] = set()
+    for res in results:
+        if res.scenario != scenario.name:
+            continue
+        for g in res.grades:
+            if g.attempt or not g.errors or GARBAGE & set(g.errors):
+                continue
+            kind = mistake_kind(g.errors)
+            key = (g.step - 1, g.reply.strip())
+            if kind is None or key in seen:
+                continue
+            seen.add(key)
+            candidates.append(Mistake("", g.step - 1, g.reply, g.errors, kind, res.model))
+    for seed in scenario.mistakes:
+        check = check_reply(seed.reply, scenario.expected(seed.turn - 1), scenario)
+        kind = mistake_kind(check.errors)
+        key = (seed.turn - 1, seed.reply.strip())
+        if kind is not None and key not in seen:
+            seen.add(key)
+            candidates.append(Mistake("", seed.turn - 1, seed.reply, check.errors, kind, "scenario"))
+    out: list[Mistake] = []
+    counts: dict[str, int] = {}
+    for m in candidates:
+        if counts.get(m.kind, 0) < per_kind:
+            counts[m.kind] = counts.get(m.kind, 0) + 1
+            out.append(replace(m, id=f"m{len(out) + 1}"))
+    return sorted(out, key=lambda m: (KIND_ORDER.index(m.kind), m.id))
+
+
+def replay_history(scenario: Scenario, step: int) -> list[Message]:
+    """The script up to `step`, earlier turns answered correctly: only the replayed mistake is in play."""
+    history = _opening(scenario)
+    for i in range(step):
+        history.append(Message("user", scenario.steps[i].user))
+        history.append(Message("assistant", scenario.expected(i).render(scenario.api)))
+    history.append(Message("user", scenario.steps[step].user))
+    return history
+
+
+def run_replay(
+    model: ChatModel,
+    scenario: Scenario,
+    mistakes: Sequence[Mistake],
+    params: SamplingParams,
+    rung: Rung,
+    attempts: int = 3,
+) -> list[DialogResult]:
+    out = []
+    for m in mistakes:
+        history = replay_history(scenario, m.step)
+        want = scenario.expected(m.step)
+        feedback = rule_feedback(m.errors, want, scenario, rung)
+        convo = [*history, Message("assistant", m.reply, origin=m.origin), Message("user", feedback)]
+        answers = model.chat(convo, replace(params, n=attempts))
+        for i, ans in enumerate(answers):
+            grader = DialogGrader(scenario)
+            for msg in convo:
+                if msg.role == "user":
+                    grader.user(msg.content)
+                elif msg.role == "assistant":
+                    grader.assistant(msg.content)
+            grade = grader.assistant(ans.text)
+            out.append(
+                DialogResult(
+                    "replay",
+                    scenario.name,
+                    model.info.name,
+                    (*convo, Message("assistant", ans.text)),
+                    (grade,),
+                    rung=rung,
+                    rep=i,
+                    extra={"mistake": m.to_json()},
+                )
+            )
+    return out
+
+
+def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
+    """Read back what a run saved, for reports and for harvesting mistakes."""
+    out = []
+    for conv in store.conversations():
+        meta = dict(conv.meta)
+        if meta.get("run") != run_id:
+            continue
+        grades = tuple(
+            TurnGrade(
+                turn=g["turn"],
+                step=g["step"],
+                attempt=g["attempt"],
+                marks=tuple(g["marks"]),
+                errors=tuple(g["errors"]),
+                pointed=tuple(g.get("pointed", ())),
+                fixed=g.get("fixed", False),
+                regression=g.get("regression", False),
+                recurring=tuple(g.get("recurring", ())),
+                reply=_assistant_text(conv.messages, g["turn"]),
+            )
+            for g in meta.get("grades", [])
+        )
+        extra = {"mistake": meta["mistake"]} if "mistake" in meta else {}
+        out.append(
+            DialogResult(
+                meta["experiment"],
+                meta["scenario"],
+                conv.model or "",
+                conv.messages,
+                grades,
+                rung=meta.get("rung", ""),
+                rep=meta.get("rep", 0),
+                extra=extra,
+            )
+        )
+    return out
+
+
+def _assistant_text(messages: Sequence[Message], turn: int) -> str:
+    replies = [m.content for m in messages if m.role == "assistant"]
+    return replies[turn - 1] if 0 < turn <= len(replies) else ""
+
+
+ProgressHook = Callable[[str], None]

@@ -1,0 +1,1 @@
+"""Reports: tables, plots and transcripts people would rather look at."""

@@ -1,0 +1,67 @@
+"""A ChatModel that remembers: every answer goes to the store, and an answer already there is reused.
+
+Wrapping the model is what makes every experiment resumable without the experiment knowing: a
+dialog replayed after a kill asks the same questions, gets the stored answers back instantly, and
+the model is only called where the last run stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from mendlab.models.base import ChatModel, Completion, Message, ModelInfo, SamplingParams, StreamDelta
+from mendlab.store.results import GenerationRecord, ResultsStore, resume_key
+
+
+def _completion(rec: GenerationRecord, index: int) -> Completion:
+    return Completion(
+        text=rec.output,
+        prompt_tokens=rec.prompt_tokens,
+        completion_tokens=rec.completion_tokens,
+        finish_reason="length" if rec.finish_reason == "length" else "stop",
+        latency_s=rec.latency_s,
+        first_token_s=rec.first_token_s,
+        prompt_tokens_evaluated=0,
+        sample_index=index,
+    )
+
+
+class RecordedModel:
+    """Store-backed memo around a model, for one run."""
+
+    def __init__(self, model: ChatModel, store: ResultsStore, run_id: str) -> None:
+        self.model = model
+        self.store = store
+        self.run_id = run_id
+        self.reused = 0
+        self.generated = 0
+        self._done = {r.resume_key: r for r in store.generations(run_id)}
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[Completion]:
+        name = self.model.info.name
+        keys = [resume_key(self.run_id, name, messages, params, i) for i in range(params.n)]
+        missing = [i for i, k in enumerate(keys) if k not in self._done]
+        if len(missing) == params.n:
+            fresh = self.model.chat(messages, params)  # all at once: the samples share the prompt
+        else:
+            fresh = [self.model.chat(messages, replace(params, n=1, seed=params.seed + i))[0] for i in missing]
+        for i, comp in zip(missing, fresh, strict=True):
+            rec = GenerationRecord.of(self.run_id, name, self.model.info.backend, messages, params, comp, i)
+            self.store.add(rec)
+            self._done[rec.resume_key] = rec
+        self.generated += len(missing)
+        self.reused += params.n - len(missing)
+        return [_completion(self._done[k], i) for i, k in enumerate(keys)]
+
+    def stream(self, messages: Sequence[Message], params: SamplingParams) -> Iterator[StreamDelta | Completion]:
+        (done,) = self.chat(messages, replace(params, n=1))
+        yield StreamDelta(done.text)
+        yield done
+
+    def close(self) -> None:
+        self.model.close()
