@@ -229,6 +229,108 @@ def runs(ctx: typer.Context) -> None:
     console.print(table)
 
 
+Experiment = Annotated[str, typer.Argument(help="reliability, dialog, replay, or all")]
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    experiment: Experiment = "all",
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Model(s); default: the bundled two.")
+    ] = None,
+    scenario: Annotated[str, typer.Option(help="Built-in scenario name or a YAML file.")] = "calendar",
+    tries: Annotated[int, typer.Option(help="Reliability: samples of the first request.")] = 5,
+    reps: Annotated[int, typer.Option(help="Dialog: repetitions per model and rung.")] = 3,
+    rung: Annotated[str, typer.Option(help="Feedback rung: vague, pointed, explicit, or all.")] = "all",
+    max_fixes: Annotated[int, typer.Option(help="Fix attempts per step before the script moves on.")] = 3,
+    critic: Annotated[str | None, typer.Option(help="A model that plays the user instead of the rules.")] = None,
+    attempts: Annotated[int, typer.Option(help="Replay: attempts per mistake.")] = 3,
+    per_kind: Annotated[int, typer.Option(help="Replay: mistakes per kind in the bank.")] = 2,
+    temperature: float = 0.7,
+    max_tokens: int = 96,
+    seed: int = 0,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Run id (default: the scenario name); reruns resume.")
+    ] = None,
+    report_dir: Annotated[Path, typer.Option("--report", help="Where `all` writes the report.")] = Path("report"),
+) -> None:
+    """Run the calendar experiments on models side by side; resumable, every transcript kept."""
+    from mendlab.dialogs.runner import run_experiments
+
+    if experiment not in ("reliability", "dialog", "replay", "all"):
+        raise MendlabError(f"unknown experiment {experiment!r} (reliability, dialog, replay or all)")
+    settings = _settings(ctx)
+    run_experiments(
+        settings.db,
+        settings.config,
+        experiment,
+        model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
+        scenario,
+        tries=tries,
+        reps=reps,
+        rung=rung,
+        max_fixes=max_fixes,
+        critic=critic,
+        attempts=attempts,
+        per_kind=per_kind,
+        params=_params(1, temperature, 1.0, max_tokens, seed, []),
+        run_id=run_id,
+        report_dir=report_dir if experiment == "all" else None,
+        console=console,
+    )
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Option("--run", help="Run id (default: calendar).")] = "calendar",
+    scenario: Annotated[str | None, typer.Option(help="Scenario (default: the one the run used).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("report"),
+) -> None:
+    """Write report.md, report.html (self-contained) and plots for a calendar run."""
+    from mendlab.dialogs.runner import write_calendar_report
+
+    settings = _settings(ctx)
+    if not settings.db.is_file():
+        raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
+    for path in write_calendar_report(settings.db, run_id, scenario, out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def grade(
+    transcripts: Annotated[Path, typer.Argument(help='JSONL: {"scenario": "calendar", "messages": [...]} per line.')],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSONL (default: stdout).")] = None,
+) -> None:
+    """Grade transcripts made elsewhere: one JSON line per assistant turn with marks and errors."""
+    import json
+
+    from mendlab.conversation import read_jsonl
+    from mendlab.dialogs.grading import grade_conversation
+    from mendlab.dialogs.scenario import load_scenario
+
+    convs = read_jsonl(transcripts)
+    scenarios: dict[str, object] = {}
+    lines: list[str] = []
+    for i, conv in enumerate(convs):
+        name = conv.meta.get("scenario")
+        if not isinstance(name, str):
+            raise MendlabError(f"{transcripts}: conversation {i + 1}: missing field 'scenario'")
+        if name not in scenarios:
+            scenarios[name] = load_scenario(name)
+        for g in grade_conversation(scenarios[name], conv.messages):  # type: ignore[arg-type]
+            lines.append(json.dumps(g.to_json(i), ensure_ascii=False))
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+        err.print(f"graded {len(lines)} turns of {len(convs)} conversations")
+
+
 def main() -> None:
     try:
         app()

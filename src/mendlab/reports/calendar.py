@@ -118,7 +118,7 @@ def _plot_fix_rates(stats: Sequence[FixStats]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=150)
     width = 0.8 / max(1, len(models))
     for i, model in enumerate(models):
-        xs, ys, lo, hi = [], [], [], []
+        xs, ys, lo, hi, labels = [], [], [], [], []
         for j, rung in enumerate(rungs):
             s = next((s for s in stats if s.model == model and s.rung == rung), None)
             if s is None or s.next_turn.trials == 0:
@@ -127,7 +127,10 @@ def _plot_fix_rates(stats: Sequence[FixStats]) -> bytes | None:
             ys.append(s.next_turn.value)
             lo.append(s.next_turn.value - s.next_turn.low)
             hi.append(s.next_turn.high - s.next_turn.value)
+            labels.append(f"{s.next_turn.successes}/{s.next_turn.trials}")
         ax.bar(xs, ys, width=width * 0.9, yerr=[lo, hi], capsize=3, label=model)
+        for x, y, h, label in zip(xs, ys, hi, labels, strict=True):
+            ax.text(x, y + h + 0.02, label, ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(rungs)), rungs)
     ax.set_ylim(0, 1)
     ax.set_ylabel("P(fixed on the next turn | pointed out)")
