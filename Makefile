@@ -1,9 +1,9 @@
-# The two quick-start commands: `make demo` and `make test`. Both build ./.venv on first use.
+# The two quick-start commands: `make run` and `make test`. Both build ./.venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test install install-dev lint bench clean
+.PHONY: run demo test install install-dev lint bench clean
 
 $(VENV)/.installed: pyproject.toml requirements/models.txt
 	python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The main job: the calendar experiments on the bundled models, then the report in ./report/.
+run: $(VENV)/.installed
+	$(VENV)/bin/mendlab run all
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/mendlab demo
 
@@ -30,6 +34,7 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_llamacpp.py
+	$(PY) bench/bench_calendar.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -142,3 +142,30 @@ def test_bad_scenario_and_grade_input_are_one_line_errors(tmp_path: Path) -> Non
     t.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     r = subprocess.run([MENDLAB, "grade", str(t)], capture_output=True, text=True, env=cli_env())
     assert r.returncode == 2 and "missing field 'scenario'" in r.stderr
+
+
+def test_run_with_a_critic_model(tmp_path: Path) -> None:
+    cmd = [
+        MENDLAB,
+        "run",
+        "dialog",
+        "-m",
+        "smollm2-135m",
+        "--critic",
+        "smollm2-135m",
+        "--reps",
+        "1",
+        "--max-fixes",
+        "1",
+        "--max-tokens",
+        "24",
+    ]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(tmp_path / "mendlab.db") as con:
+        (meta, msgs) = con.execute("SELECT meta, messages FROM conversations").fetchone()
+        critic_rows = con.execute("SELECT COUNT(*) FROM generations WHERE run_id = 'calendar:critic'").fetchone()[0]
+    assert json.loads(meta)["rung"] == "critic" and critic_rows >= 1
+    scripted = {s.user for s in CAL.steps}
+    said = [m["content"] for m in json.loads(msgs) if m["role"] == "user" and m["content"] not in scripted]
+    assert said  # the critic's sentences are in the transcript, where the rules would have been

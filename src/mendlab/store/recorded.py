@@ -36,6 +36,7 @@ class RecordedModel:
         self.run_id = run_id
         self.reused = 0
         self.generated = 0
+        store.ensure_run(run_id, "recorded", {"model": model.info.name})
         self._done = {r.resume_key: r for r in store.generations(run_id)}
 
     @property
