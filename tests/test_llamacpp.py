@@ -68,3 +68,19 @@ def test_context_overflow_is_a_clear_error(registry) -> None:  # type: ignore[no
         assert ok.prompt_tokens + ok.completion_tokens <= 64  # generation clipped to the window
     finally:
         small.close()
+
+
+def test_optional_qwen_1_5b(registry) -> None:  # type: ignore[no-untyped-def]
+    """The larger Qwen is optional (1.1 GB in 22 packages): this test runs only where it is installed."""
+    from mendlab.models.registry import readiness
+
+    spec = registry.get("qwen2.5-coder-1.5b")
+    ok, detail = readiness(spec)
+    if not ok:
+        pytest.skip(f"qwen2.5-coder-1.5b not installed ({detail})")
+    model = load_model(spec)
+    try:
+        (a,) = model.chat(FIRST, SamplingParams(max_tokens=64))
+        assert "add_calendar_entry" in a.text
+    finally:
+        model.close()

