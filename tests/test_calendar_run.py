@@ -89,7 +89,7 @@ def test_run_all_report_resume_and_grade(tmp_path: Path) -> None:
         "## Complete chat — feedback: pointed",
         "## Fixing others' mistakes",
         "## Recap",
-        "## Fix rates, with 95% bootstrap intervals",
+        "## Fix rates, with 95% intervals",
     ):
         assert section in md
     assert (tmp_path / "report" / "fix_rates.png").stat().st_size > 5000

@@ -1,4 +1,6 @@
-"""Bootstrap confidence intervals, resampling whole conversations (turns in one dialog are not independent)."""
+"""Confidence intervals for rates: a percentile bootstrap that resamples whole conversations (turns of one
+dialog are not independent), widened to at least the Wilson score interval, so that 5/5 reads as
+"somewhere above 57%" and not as a certainty the bootstrap cannot see past."""
 
 from __future__ import annotations
 
@@ -34,4 +36,16 @@ def ratio_ci(clusters: Sequence[tuple[int, int]], reps: int = 2000, seed: int = 
     ratios = sums[:, 0] / sums[:, 1]
     alpha = (1 - level) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    return Estimate(s / t, float(low), float(high), s, t)
+    w_low, w_high = wilson(s, t, level)
+    return Estimate(s / t, float(min(low, w_low)), float(max(high, w_high)), s, t)
+
+
+def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * ((p * (1 - p) / trials + z * z / (4 * trials * trials)) ** 0.5) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -230,7 +230,7 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
                 continue
             valid = ratio_ci([(int(CHECK in r.grades[0].marks), 1) for r in rs])
             right = ratio_ci([(int(r.grades[0].correct), 1) for r in rs])
-            rows.append([m, "  ".join(" ".join(r.grades[0].marks) for r in rs), str(valid), str(right)])
+            rows.append([m, " · ".join(" ".join(r.grades[0].marks) for r in rs), str(valid), str(right)])
             links.append(["", _anchor(rs[0]), "", ""])
         table(["model", "tries", "valid call (✓)", "fully correct"], rows, links)
 
@@ -283,7 +283,7 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
                 rs = sorted(
                     (r for r in rep if r.model == m and r.extra["mistake"]["id"] == mk["id"]), key=lambda r: r.rep
                 )
-                row.append("  ".join(" ".join(r.grades[0].marks) for r in rs))
+                row.append(" · ".join(" ".join(r.grades[0].marks) for r in rs))
                 link.append(_anchor(rs[0]) if rs else "")
             rows.append(row)
             links.append(link)
@@ -303,9 +303,10 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
     stats = fix_stats(results)
     if stats:
         heading(
-            "Fix rates, with 95% bootstrap intervals",
+            "Fix rates, with 95% intervals",
             "Next turn: P(the answer right after feedback fixes what was pointed out). Within K: P(a mistake "
-            "pointed out is fixed within the allowed attempts). Intervals resample whole dialogs.",
+            "pointed out is fixed within the allowed attempts). Intervals: bootstrap over whole dialogs, at least as "
+            "wide as Wilson's.",
         )
         rows = [
             [
