@@ -10,6 +10,7 @@ feedback rules and bookkeeping (SQLite writes, resume keys), nothing else.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from mendlab.dialogs.scenario import load_scenario
 from mendlab.models import SamplingParams, load_model, load_registry, model_path
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
+
+THREADS = os.cpu_count() or 1  # what mendlab's backend uses by default
 
 
 def main() -> None:
@@ -49,7 +52,9 @@ def main() -> None:
         asked = [r for r in store.generations() if r.run_id == "bench-0"]
         tokens_ours = sum(r.completion_tokens for r in store.generations())
 
-    raw = llama_cpp.Llama(model_path=str(model_path(spec)), n_ctx=spec.n_ctx, verbose=False)
+    raw = llama_cpp.Llama(
+        model_path=str(model_path(spec)), n_ctx=spec.n_ctx, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
+    )
     start = time.perf_counter()
     tokens_raw = 0
     for i in range(args.dialogs):

@@ -12,6 +12,7 @@ Prints three ratios:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -34,11 +35,16 @@ DIALOG = (
 )
 
 
+THREADS = os.cpu_count() or 1  # what mendlab's backend uses by default
+
+
 def bench_throughput(name: str, reps: int, max_tokens: int) -> tuple[float, float]:
     spec = load_registry().get(name)
     ours = load_model(spec, cache_reuse=False)
     assert isinstance(ours, LlamaCppModel)
-    raw = llama_cpp.Llama(model_path=str(model_path(spec)), n_ctx=spec.n_ctx, verbose=False)
+    raw = llama_cpp.Llama(
+        model_path=str(model_path(spec)), n_ctx=spec.n_ctx, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
+    )
     msgs = [Message("user", "Write a long story about a calendar that keeps forgetting the year.")]
     tokens = ours.tokenize_prompt(msgs)
     params = SamplingParams(max_tokens=max_tokens)

@@ -10,6 +10,7 @@ so that the token counts are exact and streaming and non-streaming share one cod
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -111,8 +112,10 @@ class LlamaCppModel:
         self.cache_reuse = cache_reuse
         self._lock = threading.Lock()
         kwargs: dict[str, Any] = {"n_ctx": n_ctx}
-        if n_threads:
-            kwargs["n_threads"] = n_threads
+        # llama-cpp-python assumes hyperthreads and uses half the cores; a 2-core laptop or CI
+        # runner then generates on one. Use every core unless told otherwise.
+        threads = n_threads or os.cpu_count() or 1
+        kwargs.update(n_threads=threads, n_threads_batch=threads)
         self.llm = _quiet_llama(path, **kwargs)
         # llama.cpp may pad the context (64 becomes 256) but the Python side keeps n_ctx token slots.
         self.n_ctx = min(self.llm.n_ctx(), len(self.llm.input_ids))
