@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import traceback
+from typing import Any
 
 _dumps, _loads, _type, _repr, _len = json.dumps, json.loads, type, repr, len
 MAX_DEPTH = 64
 
 
-def encode(x, depth=0):
+def encode(x: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise ValueError("result nested too deeply")
     t = _type(x)
@@ -40,7 +41,7 @@ def encode(x, depth=0):
     raise TypeError("the result is a " + t.__name__ + ", which cannot leave the sandbox")
 
 
-def decode(x):
+def decode(x: Any) -> Any:
     if x is None or isinstance(x, (bool, str)):
         return x
     ((tag, v),) = x.items()
@@ -63,7 +64,7 @@ def decode(x):
     raise ValueError("bad tag")
 
 
-def describe(exc):
+def describe(exc: BaseException) -> dict[str, Any]:
     """Exception type, message and the line in the program where it happened."""
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
@@ -73,14 +74,14 @@ def describe(exc):
     return {"error": msg, "type": _type(exc).__name__, "line": line}
 
 
-def main():
+def main() -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     requests = os.fdopen(os.dup(0), "r")
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # the program cannot read requests or write into the answer channel by accident
         os.dup2(null, fd)
 
-    def send(obj):
+    def send(obj: dict[str, Any]) -> None:
         out.write(_dumps(obj) + "\n")
         out.flush()
 
@@ -91,7 +92,7 @@ def main():
         line = getattr(exc, "lineno", None)
         send({"status": "compile_error", "error": _type(exc).__name__ + ": " + str(exc)[:300], "line": line})
         return
-    namespace = {"__name__": "solution", "__builtins__": __builtins__}
+    namespace: dict[str, Any] = {"__name__": "solution", "__builtins__": __builtins__}
     try:
         exec(code, namespace)
     except MemoryError as exc:

@@ -408,7 +408,7 @@ class Sandbox:
                 return self._check(task, channel, deadline)
             for i, (args, expected) in enumerate(task.calls):
                 got = channel.call(args, min(self.limits.test_s, deadline - time.monotonic()))
-                if got != expected or type(got) is not type(expected) and not _num(got, expected):
+                if got != expected or (type(got) is not type(expected) and not _num(got, expected)):
                     return Verdict(
                         "wrong_answer",
                         f"Given input {_cut(_args(args))} the output was {_cut(got)} but the expected output is "
@@ -431,6 +431,7 @@ class Sandbox:
             return result
 
         namespace: dict[str, Any] = {"__name__": "mendlab_check"}
+        assert task.check is not None
         source = task.helpers + "\n\n" + task.check
         exec(compile(source, f"<tests of {task.id}>", "exec"), namespace)  # the dataset's code, not the model's
         assert task.entry_point is not None

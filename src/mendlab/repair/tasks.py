@@ -130,7 +130,7 @@ def load_task_file(path: Path) -> list[Task]:
         raise InputError(f"{path}: no such task file")
     opener = gzip.open if path.suffix == ".gz" else open
     tasks: list[Task] = []
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
