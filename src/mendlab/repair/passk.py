@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import comb
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class _TaskArrays:
 
     def draw(
         self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int, mode: Mode
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[Any, Any, Any]:
         """Per replicate: passed (bool), tokens, samples, for this task."""
         prog = rng.integers(0, len(self.p_pass), size=(reps, n_p))
         ok = self.p_pass[prog]  # (R, n_p)
@@ -107,7 +107,7 @@ class _TaskArrays:
         flat_pass = steps_pass.reshape(reps, -1)
         flat_tok = steps_tok.reshape(reps, -1)
         flat_valid = valid.reshape(reps, -1).astype(float)
-        passed = flat_pass.any(axis=1)
+        passed = np.asarray(flat_pass.any(axis=1))
         if mode == "batch":
             return passed, flat_tok.sum(axis=1), flat_valid.sum(axis=1)
         first = np.where(passed, flat_pass.argmax(axis=1), flat_pass.shape[1] - 1)
