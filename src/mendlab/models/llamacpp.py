@@ -114,7 +114,8 @@ class LlamaCppModel:
         kwargs: dict[str, Any] = {"n_ctx": n_ctx}
         # llama-cpp-python assumes hyperthreads and uses half the cores; a 2-core laptop or CI
         # runner then generates on one. Use every core unless told otherwise.
-        threads = n_threads or os.cpu_count() or 1
+        # Two llama.cpp processes on the same cores thrash (their threads spin): $MENDLAB_THREADS caps it.
+        threads = n_threads or int(os.environ.get("MENDLAB_THREADS", "0")) or os.cpu_count() or 1
         kwargs.update(n_threads=threads, n_threads_batch=threads)
         self.llm = _quiet_llama(path, **kwargs)
         # llama.cpp may pad the context (64 becomes 256) but the Python side keeps n_ctx token slots.

@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS generations (
     meta TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS generations_run ON generations(run_id);
+CREATE TABLE IF NOT EXISTS repair_trees (
+    run_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    tree TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     parent TEXT,
@@ -306,6 +313,18 @@ class ResultsStore:
             )
             for r in rows
         ]
+
+    def save_tree(self, run_id: str, task_id: str, tree: Mapping[str, Any]) -> None:
+        """A finished repair tree (programs, feedback, repairs and verdicts) for one task."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO repair_trees(run_id, task_id, tree, created) VALUES (?, ?, ?, ?)",
+                (run_id, task_id, json.dumps(dict(tree), ensure_ascii=False), time.time()),
+            )
+
+    def trees(self, run_id: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute("SELECT task_id, tree FROM repair_trees WHERE run_id = ? ORDER BY created", (run_id,))
+        return {r[0]: json.loads(r[1]) for r in rows}
 
     def export_jsonl(self, out: TextIO, run_id: str | None = None) -> int:
         n = 0

@@ -1,0 +1,143 @@
+"""`mendlab repair`: grow repair trees for configurations (code model, feedback source, repair model),
+then estimate pass@t and write the report. Trees are saved per task as they finish; a rerun resumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mendlab.errors import MendlabError
+from mendlab.models import ChatModel, load_model, load_registry
+from mendlab.repair.passk import baseline_grid, bootstrap, interpolate_baseline, repair_grid
+from mendlab.repair.report import Config, write_repair_report
+from mendlab.repair.sandbox import Limits, Sandbox
+from mendlab.repair.tasks import Task, load_tasks
+from mendlab.repair.trees import TaskTree, TreeConfig, grow_tree, load_human_feedback
+from mendlab.store import ResultsStore
+from mendlab.store.recorded import RecordedModel
+
+
+@dataclass(frozen=True)
+class Setup:
+    code: str
+    feedback: str  # a model name, "joint" (the repair model explains and fixes in one answer) or "human"
+    repair: str
+
+    @property
+    def label(self) -> str:
+        return f"code {self.code} · feedback {self.feedback} · repair {self.repair}"
+
+    @classmethod
+    def parse(cls, text: str) -> Setup:
+        parts = text.split(":")
+        if len(parts) != 3 or not all(parts):
+            raise MendlabError(f"--setup {text!r}: expected CODE:FEEDBACK:REPAIR (FEEDBACK may be joint or human)")
+        return cls(*parts)
+
+
+def run_repair(
+    db: Path,
+    config: Path | None,
+    tasks_spec: str,
+    limit: int | None,
+    setups: list[Setup],
+    cfg: TreeConfig,
+    human_feedback: Path | None,
+    run_id: str,
+    out: Path,
+    reps: int,
+    mode: str,
+    console: Console,
+) -> list[Path]:
+    tasks: list[Task] = load_tasks(tasks_spec)
+    if limit is not None:
+        tasks = tasks[:limit]
+    registry = load_registry(config)
+    for s in setups:
+        for name in (s.code, s.repair, *([] if s.feedback in ("joint", "human") else [s.feedback])):
+            registry.get(name)  # fail on a bad name before any work
+    human = load_human_feedback(human_feedback) if human_feedback else None
+    if any(s.feedback == "human" for s in setups) and human is None:
+        raise MendlabError("a setup with human feedback needs --human-feedback FILE")
+    loaded: dict[str, ChatModel] = {}
+
+    def model(name: str, store: ResultsStore) -> ChatModel:
+        if name not in loaded:
+            loaded[name] = RecordedModel(load_model(registry.get(name)), store, f"{run_id}:gen")
+        return loaded[name]
+
+    configs: list[Config] = []
+    summary: list[list[str]] = []
+    with ResultsStore(db) as store, Sandbox(Limits()) as sandbox:
+        store.ensure_run(run_id, "repair", {"tasks": tasks_spec, "limit": limit, "tree": asdict(cfg)})
+        console.print(f"sandbox: {sandbox.isolation.detail}")
+        try:
+            for s in setups:
+                key = f"{run_id}:{s.code}:{s.feedback}:{s.repair}"
+                done = store.trees(key)
+                todo = [t for t in tasks if t.id not in done]
+                with Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    bar = progress.add_task(s.label, total=len(tasks), completed=len(tasks) - len(todo))
+                    for task in todo:
+                        tree = grow_tree(
+                            task,
+                            model(s.code, store),
+                            None if s.feedback in ("joint", "human") else model(s.feedback, store),
+                            model(s.repair, store),
+                            sandbox,
+                            TreeConfig(**{**asdict(cfg), "joint": s.feedback == "joint"}),
+                            human=human if s.feedback == "human" else None,
+                        )
+                        store.save_tree(key, task.id, tree.to_json())
+                        progress.advance(bar)
+                trees = [
+                    TaskTree.from_json(d).to_tree()
+                    for d in store.trees(key).values()
+                    if d["task_id"] in {t.id for t in tasks}
+                ]
+                max_pairs = max((len(p.pairs) for t in trees for p in t.programs), default=0)
+                repair = bootstrap(trees, repair_grid(cfg.n_p, max_pairs), reps=reps, mode=mode)  # type: ignore[arg-type]
+                base = bootstrap(trees, baseline_grid(cfg.n_p), reps=reps, mode=mode)  # type: ignore[arg-type]
+                configs.append(Config(s.label, repair, base))
+                progs = [p for t in trees for p in t.programs]
+                pairs = [q for p in progs for q in p.pairs]
+                best = max(
+                    ((pt, interpolate_baseline(base, pt.tokens)) for pt in repair),
+                    key=lambda x: -1 if x[1] is None or x[1] == 0 else x[0].pass_rate / x[1],
+                    default=None,
+                )
+                verdict = "n/a"
+                if best is not None and best[1] is not None and best[1] > 0:
+                    pt, b = best[0], float(best[1])
+                    verdict = (
+                        f"{pt.pass_rate:.1%} vs {b:.1%} at {pt.tokens:.0f} tokens "
+                        f"(n_p={pt.n_p}, n_fr={pt.n_fr}): {'repair wins' if pt.pass_rate > b else 'resampling wins'}"
+                    )
+                summary.append(
+                    [
+                        s.label,
+                        f"{sum(p.passed for p in progs)}/{len(progs)}",
+                        f"{sum(q.passed for q in pairs)}/{len(pairs)}",
+                        verdict,
+                    ]
+                )
+        finally:
+            for m in loaded.values():
+                m.close()
+    table = Table(title=f"self-repair on {tasks_spec} ({len(tasks)} tasks)", title_justify="left")
+    for col in ("configuration", "programs passing", "repairs passing", "best self-repair vs baseline"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(*row)
+    console.print(table)
+    return write_repair_report(configs, summary, out, f"mendlab — self-repair on {tasks_spec}, run {run_id}")

