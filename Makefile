@@ -35,6 +35,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_calendar.py
+	$(PY) bench/bench_sandbox.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

