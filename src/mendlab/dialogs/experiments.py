@@ -59,11 +59,12 @@ class DialogResult:
             parts.append(str(self.extra["mistake"]["id"]))
         return ":".join(parts)
 
-    def save(self, store: ResultsStore, run_id: str) -> None:
+    def save(self, store: ResultsStore, run_id: str, scenario_ref: str | None = None) -> None:
         meta = {
             "run": run_id,
             "experiment": self.experiment,
             "scenario": self.scenario,
+            "scenario_ref": scenario_ref or self.scenario,  # what load_scenario() takes: a name or a path
             "rung": self.rung,
             "rep": self.rep,
             "grades": [g.to_json(0) | {"recurring": list(g.recurring)} for g in self.grades],
@@ -246,27 +247,45 @@ def run_replay(
 
 
 def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
-    """Read back what a run saved, for reports and for harvesting mistakes."""
+    """Read back what a run saved, for reports and for harvesting mistakes. Transcripts are graded
+    again with today's grader (so a fix to the grader applies to old runs too); the grades stored at
+    run time are the fallback when the scenario file is gone."""
+    from mendlab.dialogs.grading import grade_conversation
+    from mendlab.dialogs.scenario import load_scenario
+    from mendlab.errors import ConfigError
+
+    scenarios: dict[str, Scenario | None] = {}
     out = []
     for conv in store.conversations():
         meta = dict(conv.meta)
         if meta.get("run") != run_id:
             continue
-        grades = tuple(
-            TurnGrade(
-                turn=g["turn"],
-                step=g["step"],
-                attempt=g["attempt"],
-                marks=tuple(g["marks"]),
-                errors=tuple(g["errors"]),
-                pointed=tuple(g.get("pointed", ())),
-                fixed=g.get("fixed", False),
-                regression=g.get("regression", False),
-                recurring=tuple(g.get("recurring", ())),
-                reply=_assistant_text(conv.messages, g["turn"]),
+        ref = str(meta.get("scenario_ref", meta["scenario"]))
+        if ref not in scenarios:
+            try:
+                scenarios[ref] = load_scenario(ref)
+            except ConfigError:
+                scenarios[ref] = None
+        scenario = scenarios[ref]
+        if scenario is not None:
+            regraded = grade_conversation(scenario, conv.messages)
+            grades = tuple(regraded[-1:] if meta["experiment"] == "replay" else regraded)
+        else:
+            grades = tuple(
+                TurnGrade(
+                    turn=g["turn"],
+                    step=g["step"],
+                    attempt=g["attempt"],
+                    marks=tuple(g["marks"]),
+                    errors=tuple(g["errors"]),
+                    pointed=tuple(g.get("pointed", ())),
+                    fixed=g.get("fixed", False),
+                    regression=g.get("regression", False),
+                    recurring=tuple(g.get("recurring", ())),
+                    reply=_assistant_text(conv.messages, g["turn"]),
+                )
+                for g in meta.get("grades", [])
             )
-            for g in meta.get("grades", [])
-        )
         extra = {"mistake": meta["mistake"]} if "mistake" in meta else {}
         out.append(
             DialogResult(

@@ -282,7 +282,8 @@ class DialogGrader:
         attempt = self.attempt + 1 if is_fix else 0
         pointed = self.last_errors if is_fix else ()
         errors = check.errors
-        fixed = bool(pointed) and not (set(pointed) & set(errors)) and not (GARBAGE & set(errors))
+        # Fixed: what was pointed out is gone, and the answer did not fall apart into 🔥 or 🔥🔥 instead.
+        fixed = bool(pointed) and not (set(pointed) & set(errors)) and not (GARBAGE & set(errors)) and len(errors) < 3
         regression = fixed and bool(set(errors) - set(pointed))
         recurring = tuple(e for e in errors if e in self.seen and self.seen[e] != target)
         marks = marks_for(errors, check.valid, fixed, regression, recurring)

@@ -87,7 +87,7 @@ def run_experiments(
                         if "reliability" in do:
                             progress.update(task, description=f"{spec.name}: reliability")
                             for res in run_reliability(model, scenario, tries, params):
-                                res.save(store, run)
+                                res.save(store, run, scenario_name)
                             progress.advance(task)
                         if "dialog" in do:
                             for r in rungs if critic_model is None else ("critic",):
@@ -102,7 +102,7 @@ def run_experiments(
                                         critic=LLMCritic(critic_model) if critic_model is not None else None,
                                         rep=rep,
                                     )
-                                    res.save(store, run)
+                                    res.save(store, run, scenario_name)
                                     progress.advance(task)
                     finally:
                         model.close()
@@ -118,7 +118,7 @@ def run_experiments(
                         for r in rungs:
                             progress.update(task, description=f"{spec.name}: replay {r}")
                             for res in run_replay(model, scenario, bank, params, r, attempts):
-                                res.save(store, run)
+                                res.save(store, run, scenario_name)
                             progress.advance(task)
                     finally:
                         model.close()

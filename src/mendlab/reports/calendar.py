@@ -274,22 +274,30 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
         for r in rep:
             ids.setdefault(str(r.extra["mistake"]["id"]), r.extra["mistake"])
         cols = [m for m in models if any(r.model == m for r in rep)]
-        rows, links = [], []
         ordered = sorted(ids.values(), key=lambda x: (KIND_ORDER.index(str(x["kind"])), str(x["id"])))
+        rungs = sorted({r.rung for r in rep}, key=lambda x: ("vague", "pointed", "explicit", "critic").index(x))
+        headers = ["kind", "made by", "wrong answer"] + [f"{m} · {g}" for m in cols for g in rungs]
+        rows, links = [], []
         for mk in ordered:
             row = [str(mk["kind"]), str(mk["origin"]), _short(str(mk["reply"]), 60)]
             link = ["", "", ""]
             for m in cols:
-                rs = sorted(
-                    (r for r in rep if r.model == m and r.extra["mistake"]["id"] == mk["id"]), key=lambda r: r.rep
-                )
-                row.append(" · ".join(" ".join(r.grades[0].marks) for r in rs))
-                link.append(_anchor(rs[0]) if rs else "")
+                for g in rungs:
+                    rs = sorted(
+                        (r for r in rep if r.model == m and r.rung == g and r.extra["mistake"]["id"] == mk["id"]),
+                        key=lambda r: r.rep,
+                    )
+                    row.append(" · ".join(" ".join(r.grades[0].marks) for r in rs))
+                    link.append(_anchor(rs[0]) if rs else "")
             rows.append(row)
             links.append(link)
-        table(["kind", "made by", "wrong answer", *cols], rows, links)
-        fixes = [[m, str(ratio_ci([(int(r.grades[0].fixed), 1) for r in rep if r.model == m]))] for m in cols]
-        table(["model", "fixed (replayed mistakes)"], fixes)
+        table(headers, rows, links)
+        fixes = [
+            [m, g, str(ratio_ci([(int(r.grades[0].fixed), 1) for r in rep if r.model == m and r.rung == g]))]
+            for m in cols
+            for g in rungs
+        ]
+        table(["model", "feedback", "fixed (replayed mistakes)"], fixes)
 
     # 4. Recap ranking by emoji counts.
     heading("Recap", "All answers of all experiments, ranked by ✓ + 🥦, then fewest 🔥 and 🍄.")
@@ -335,8 +343,8 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
     recurring: dict[str, Counter[str]] = defaultdict(Counter)
     for r in results:
         if r.experiment == "dialog":
-            for g in r.grades:
-                recurring[r.model].update(g.recurring)
+            for grade in r.grades:
+                recurring[r.model].update(grade.recurring)
     if any(recurring.values()):
         heading("Recurring mistakes", "The same error type again on a later step of the same dialog: (🍄).")
         table(
