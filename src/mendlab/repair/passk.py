@@ -65,53 +65,89 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-class _TaskArrays:
-    """One task's tree as padded arrays: program pass/tokens, pair pass/tokens with a count per program."""
+class _Forest:
+    """All trees as padded arrays, so one budget is a handful of array operations over
+    (replicates, tasks, programs, pairs) instead of a Python loop over tasks."""
 
-    def __init__(self, tree: Tree) -> None:
-        progs = tree.programs
-        if not progs:
-            raise ValueError(f"{tree.task_id}: a tree needs at least one program")
-        width = max(1, max(len(p.pairs) for p in progs))
-        self.p_pass = np.array([p.passed for p in progs], dtype=bool)
-        self.p_tok = np.array([p.tokens for p in progs], dtype=float)
-        self.n_pairs = np.array([len(p.pairs) for p in progs], dtype=int)
-        self.f_pass = np.zeros((len(progs), width), dtype=bool)
-        self.f_tok = np.zeros((len(progs), width), dtype=float)
-        for i, p in enumerate(progs):
-            for j, pair in enumerate(p.pairs):
-                self.f_pass[i, j] = pair.passed
-                self.f_tok[i, j] = pair.tokens
+    def __init__(self, trees: Sequence[Tree]) -> None:
+        if not trees:
+            raise ValueError("no trees")
+        for t in trees:
+            if not t.programs:
+                raise ValueError(f"{t.task_id}: a tree needs at least one program")
+        n_tasks = len(trees)
+        width = max(len(t.programs) for t in trees)
+        depth = max(1, max((len(p.pairs) for t in trees for p in t.programs), default=1))
+        self.n_programs = np.array([len(t.programs) for t in trees])
+        self.p_pass = np.zeros((n_tasks, width), dtype=bool)
+        self.p_tok = np.zeros((n_tasks, width), dtype=np.float32)
+        self.n_pairs = np.zeros((n_tasks, width), dtype=np.int32)
+        self.f_pass = np.zeros((n_tasks, width, depth), dtype=bool)
+        self.f_tok = np.zeros((n_tasks, width, depth), dtype=np.float32)
+        for i, t in enumerate(trees):
+            for j, p in enumerate(t.programs):
+                self.p_pass[i, j], self.p_tok[i, j], self.n_pairs[i, j] = p.passed, p.tokens, len(p.pairs)
+                for k, pair in enumerate(p.pairs):
+                    self.f_pass[i, j, k], self.f_tok[i, j, k] = pair.passed, pair.tokens
 
     def draw(self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int, mode: Mode) -> tuple[Any, Any, Any]:
-        """Per replicate: passed (bool), tokens, samples, for this task."""
-        prog = rng.integers(0, len(self.p_pass), size=(reps, n_p))
-        ok = self.p_pass[prog]  # (R, n_p)
-        tok = self.p_tok[prog]
+        """Per replicate: pass rate over tasks, mean tokens per task, mean samples per task."""
+        n_tasks, width = self.p_pass.shape
+        depth = self.f_pass.shape[2]
+        # Uniform draws as 16-bit integers scaled by the count: (u * n) >> 16 is uniform on 0..n-1 up to
+        # 1/65536, and much cheaper than floats on arrays of millions.
+        u = rng.integers(0, 1 << 16, size=(reps, n_tasks, n_p), dtype=np.int32)
+        # flat index of each drawn program: task * width + program
+        prog = ((u * self.n_programs[None, :, None].astype(np.int32)) >> 16) + (
+            np.arange(n_tasks, dtype=np.int32) * width
+        )[None, :, None]
+        ok = self.p_pass.ravel()[prog]  # (R, T, n_p)
+        tok = self.p_tok.ravel()[prog]
         if n_fr == 0:
-            steps_pass = ok[:, :, None]
-            steps_tok = tok[:, :, None]
-            valid = np.ones_like(steps_pass)
-        else:
-            counts = self.n_pairs[prog]  # pairs available to each drawn program
-            u = rng.random(size=(reps, n_p, n_fr))
-            pair = np.minimum((u * np.maximum(counts, 1)[:, :, None]).astype(int), self.f_pass.shape[1] - 1)
-            r_pass = self.f_pass[prog[:, :, None], pair] & (counts[:, :, None] > 0)
-            r_tok = self.f_tok[prog[:, :, None], pair]
-            repair_valid = (~ok)[:, :, None] & (counts[:, :, None] > 0)
-            steps_pass = np.concatenate([ok[:, :, None], r_pass & repair_valid], axis=2)
-            steps_tok = np.concatenate([tok[:, :, None], r_tok * repair_valid], axis=2)
-            valid = np.concatenate([np.ones_like(ok)[:, :, None], np.broadcast_to(repair_valid, r_pass.shape)], axis=2)
-        flat_pass = steps_pass.reshape(reps, -1)
-        flat_tok = steps_tok.reshape(reps, -1)
-        flat_valid = valid.reshape(reps, -1).astype(float)
-        passed = np.asarray(flat_pass.any(axis=1))
+            if mode == "batch":
+                passed, tokens, samples = ok.any(axis=2), tok.sum(axis=2), np.full(ok.shape[:2], float(n_p))
+            else:
+                return self._sequential(ok[..., None], tok[..., None], np.ones_like(ok)[..., None])
+            return passed.mean(axis=1), tokens.mean(axis=1), samples.mean(axis=1)
+        counts = self.n_pairs.ravel()[prog]
+        repair_valid = (~ok) & (counts > 0)
         if mode == "batch":
-            return passed, flat_tok.sum(axis=1), flat_valid.sum(axis=1)
-        first = np.where(passed, flat_pass.argmax(axis=1), flat_pass.shape[1] - 1)
-        tokens = np.take_along_axis(np.cumsum(flat_tok, axis=1), first[:, None], axis=1)[:, 0]
-        samples = np.take_along_axis(np.cumsum(flat_valid, axis=1), first[:, None], axis=1)[:, 0]
-        return passed, tokens, samples
+            # Draw repairs only for the drawn programs that failed, then fold them back per (replicate, task).
+            fails = np.flatnonzero(repair_valid)
+            v = rng.integers(0, 1 << 16, size=(len(fails), n_fr), dtype=np.int32)
+            pair = ((v * counts.ravel()[fails][:, None]) >> 16) + (prog.ravel()[fails] * depth)[:, None]
+            owner = fails // n_p  # index of (replicate, task)
+            cells = reps * n_tasks
+            fixed = np.zeros(cells, dtype=bool)
+            fixed[owner[self.f_pass.ravel()[pair].any(axis=1)]] = True
+            passed = ok.any(axis=2) | fixed.reshape(reps, n_tasks)
+            extra = np.bincount(owner, weights=self.f_tok.ravel()[pair].sum(axis=1), minlength=cells)
+            tokens = tok.sum(axis=2) + extra.reshape(reps, n_tasks)
+            samples = n_p + np.bincount(owner, minlength=cells).reshape(reps, n_tasks) * n_fr
+            return passed.mean(axis=1), tokens.mean(axis=1), samples.mean(axis=1)
+        v = rng.integers(0, 1 << 16, size=(reps, n_tasks, n_p, n_fr), dtype=np.int32)
+        pair = ((v * np.maximum(counts, 1)[..., None]) >> 16) + (prog * depth)[..., None]
+        r_pass = self.f_pass.ravel()[pair] & repair_valid[..., None]
+        r_tok = self.f_tok.ravel()[pair] * repair_valid[..., None]
+        valid = np.broadcast_to(repair_valid[..., None], r_pass.shape)
+        return self._sequential(
+            np.concatenate([ok[..., None], r_pass], axis=3),
+            np.concatenate([tok[..., None], r_tok], axis=3),
+            np.concatenate([np.ones_like(ok)[..., None], valid], axis=3),
+        )
+
+    @staticmethod
+    def _sequential(steps_pass: Any, steps_tok: Any, valid: Any) -> tuple[Any, Any, Any]:
+        """Stop at the first success: programs in order, each failing one followed by its repairs."""
+        reps, n_tasks = steps_pass.shape[:2]
+        flat_pass = steps_pass.reshape(reps, n_tasks, -1)
+        flat_tok = steps_tok.reshape(reps, n_tasks, -1)
+        flat_valid = valid.reshape(reps, n_tasks, -1).astype(float)
+        passed = flat_pass.any(axis=2)
+        first = np.where(passed, flat_pass.argmax(axis=2), flat_pass.shape[2] - 1)[..., None]
+        tokens = np.take_along_axis(np.cumsum(flat_tok, axis=2), first, axis=2)[..., 0]
+        samples = np.take_along_axis(np.cumsum(flat_valid, axis=2), first, axis=2)[..., 0]
+        return passed.mean(axis=1), tokens.mean(axis=1), samples.mean(axis=1)
 
 
 def bootstrap(
@@ -122,20 +158,11 @@ def bootstrap(
     mode: Mode = "batch",
 ) -> list[Point]:
     """pass rate, tokens and samples per task for each (n_p, n_fr), mean ± std over replicates."""
-    arrays = [_TaskArrays(t) for t in trees]
+    forest = _Forest(trees)
     rng = np.random.default_rng(seed)
     out = []
     for n_p, n_fr in grid:
-        passed = np.zeros(reps)
-        tokens = np.zeros(reps)
-        samples = np.zeros(reps)
-        for arr in arrays:
-            p, t, s = arr.draw(rng, reps, n_p, n_fr, mode)
-            passed += p
-            tokens += t
-            samples += s
-        n = len(arrays)
-        rate, tok, smp = passed / n, tokens / n, samples / n
+        rate, tok, smp = forest.draw(rng, reps, n_p, n_fr, mode)
         out.append(Point(n_p, n_fr, rate.mean(), rate.std(), tok.mean(), tok.std(), smp.mean(), smp.std()))
     return out
 
