@@ -11,11 +11,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mendlab.errors import MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
+from mendlab.progress import progress_bar
 from mendlab.store import DEFAULT_DB, ResultsStore
 
 app = typer.Typer(
@@ -177,13 +177,7 @@ def generate(
         with console.status(f"loading {spec.name}…"):
             chat_model = load_model(spec)
         try:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err,
-            ) as progress:
+            with progress_bar(err) as progress:
                 task = progress.add_task(spec.name, total=todo)
                 made = sample_run(chat_model, convs, params, store, run_id, on_done=lambda r: progress.advance(task))
         finally:

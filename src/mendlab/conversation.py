@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mendlab.errors import InputError
+from mendlab.jsonl import read_objects
 from mendlab.models.base import ROLES, Message
 
 
@@ -114,19 +115,7 @@ class Conversation:
 
 def read_jsonl(path: Path) -> list[Conversation]:
     """Conversations from a JSONL file, one `{"messages": [...]}` per line; errors name the line."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    out: list[Conversation] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            out.append(Conversation.from_json(data, where))
+    out = [Conversation.from_json(row, where) for where, row in read_objects(path)]
     if not out:
         raise InputError(f"{path}: no conversations in file")
     return out

@@ -6,7 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mendlab.dialogs.experiments import (
@@ -21,6 +20,7 @@ from mendlab.dialogs.feedback import RUNGS, LLMCritic, Rung
 from mendlab.dialogs.scenario import Scenario, load_scenario
 from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, SamplingParams, load_model, load_registry
+from mendlab.progress import progress_bar
 from mendlab.reports.calendar import build_report, fix_stats, write_report
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
@@ -65,14 +65,7 @@ def run_experiments(
         units = len(specs) * (
             (1 if "reliability" in do else 0) + (reps * (1 if critic else len(rungs)) if "dialog" in do else 0)
         )
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("calendar", total=max(units, 1))
             critic_model: ChatModel | None = None
             if critic_spec is not None:

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, load_model, load_registry
+from mendlab.progress import progress_bar
 from mendlab.repair.passk import baseline_grid, bootstrap, interpolate_baseline, repair_grid
 from mendlab.repair.report import Config, write_repair_report
 from mendlab.repair.sandbox import Limits, Sandbox
@@ -80,13 +80,7 @@ def run_repair(
                 key = f"{run_id}:{s.code}:{s.feedback}:{s.repair}"
                 done = store.trees(key)
                 todo = [t for t in tasks if t.id not in done]
-                with Progress(
-                    TextColumn("[bold]{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                ) as progress:
+                with progress_bar(console) as progress:
                     bar = progress.add_task(s.label, total=len(tasks), completed=len(tasks) - len(todo))
                     for task in todo:
                         tree = grow_tree(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mendlab.errors import InputError
+from mendlab.jsonl import read_objects
 
 
 @dataclass(frozen=True)
@@ -126,22 +127,9 @@ def _own_task(row: dict[str, Any], where: str, index: int) -> Task:
 
 def load_task_file(path: Path) -> list[Task]:
     """APPS rows (question + input_output) or our rows (task_id, prompt, entry_point, tests)."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such task file")
-    opener = gzip.open if path.suffix == ".gz" else open
     tasks: list[Task] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object")
-            tasks.append(_apps_task(row, where, len(tasks)) if "question" in row else _own_task(row, where, len(tasks)))
+    for where, row in read_objects(path, "task file"):
+        tasks.append(_apps_task(row, where, len(tasks)) if "question" in row else _own_task(row, where, len(tasks)))
     if not tasks:
         raise InputError(f"{path}: no tasks in file")
     return tasks

