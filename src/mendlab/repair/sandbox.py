@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -121,6 +122,25 @@ def _become_subreaper() -> None:
         pass
 
 
+def sandbox_processes(token: str) -> list[int]:
+    """Live (non-zombie) processes started by the sandbox with this token."""
+    found = []
+    needle = f"MENDLAB_SANDBOX={token}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle not in fh.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def _reap_orphans(tracked: set[int]) -> None:
     me = os.getpid()
     for entry in os.listdir("/proc"):
@@ -143,6 +163,7 @@ class Sandbox:
 
     def __init__(self, limits: Limits | None = None, warm: int = 2, force_rlimits: bool = False) -> None:
         _become_subreaper()
+        self.token = uuid.uuid4().hex
         self._tracked: set[int] = set()
         self._reap_lock = threading.Lock()
         self.limits = limits or Limits()
@@ -225,7 +246,14 @@ class Sandbox:
         return Isolation("bwrap", "bubblewrap: no network, own PID space, read-only filesystem, private /tmp")
 
     def _command(self, work: Path, argv: list[str], use_bwrap: bool | None = None) -> list[str]:
-        env = ["PATH=/usr/bin:/bin", "HOME=/tmp/w", "LANG=C.UTF-8", "PYTHONHASHSEED=0", "PYTHONDONTWRITEBYTECODE=1"]
+        env = [
+            "PATH=/usr/bin:/bin",
+            "HOME=/tmp/w",
+            "LANG=C.UTF-8",
+            "PYTHONHASHSEED=0",
+            "PYTHONDONTWRITEBYTECODE=1",
+            f"MENDLAB_SANDBOX={self.token}",  # lets us find every process this sandbox started, forks included
+        ]
         if use_bwrap if use_bwrap is not None else self.isolation.level == "bwrap":
             cmd = [
                 "bwrap",
@@ -267,6 +295,7 @@ class Sandbox:
                 cwd=str(work),
                 preexec_fn=self._preexec(self._nproc()),
                 close_fds=True,
+                env={"PATH": "/usr/bin:/bin"},  # even the launcher never holds our environment (API keys)
             )
             self._tracked.add(proc.pid)
         return proc, work
@@ -461,11 +490,11 @@ class Sandbox:
 
     @staticmethod
     def _wrong(source: str, calls: list[tuple[tuple[Any, ...], Any]], tb: Any) -> Verdict:
-        line = ""
-        lines = source.splitlines()
+        lineno = 0
         for frame in traceback.extract_tb(tb):
-            if frame.filename.startswith("<tests of") and frame.lineno and frame.lineno <= len(lines):
-                line = lines[frame.lineno - 1].strip()
+            if frame.filename.startswith("<tests of") and frame.lineno:
+                lineno = frame.lineno
+        line = _statement_at(source, lineno)
         if not calls:
             return Verdict("wrong_answer", _cut(f"The test failed: {line}"))
         args, out = calls[-1]
@@ -493,6 +522,20 @@ def _num(a: Any, b: Any) -> bool:
 
 def _args(args: tuple[Any, ...]) -> str:
     return ", ".join(repr(a) for a in args)
+
+
+def _statement_at(source: str, lineno: int) -> str:
+    """The whole statement that starts at `lineno` (asserts often span several lines)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = None
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.stmt) and node.lineno == lineno and not isinstance(node, ast.FunctionDef):
+                return " ".join((ast.get_source_segment(source, node) or "").split())
+    lines = source.splitlines()
+    return lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
 
 
 def _expected_from_assert(line: str) -> Any:
