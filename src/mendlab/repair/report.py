@@ -76,7 +76,7 @@ def plot_pass_vs_tokens(cfg: Config) -> bytes:
     ax.set_xlabel("mean tokens per task (programs + feedback + repairs)")
     ax.set_ylabel("pass rate")
     ax.set_ylim(0, 1)
-    ax.set_title(cfg.label, fontsize=10)
+    ax.set_title(cfg.label, fontsize=8)
     ax.legend(fontsize=7, frameon=False, ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
