@@ -88,3 +88,22 @@ def test_grids_and_interpolation() -> None:
     assert mid is not None and min(base[0].pass_rate, base[1].pass_rate) <= mid <= max(
         base[0].pass_rate, base[1].pass_rate
     )
+
+
+def test_many_repairs_per_program_take_the_unpacked_path() -> None:
+    """n_fr >= 16 cannot use the packed counts; its estimate must still match the closed form for n_p = 1."""
+    n_fr = 16
+    want_pass = want_tok = 0.0
+    for tree in TREES:
+        for prog in tree.programs:
+            share = 1 / len(tree.programs) / len(TREES)
+            if prog.passed or not prog.pairs:
+                want_pass += share * prog.passed
+                want_tok += share * prog.tokens
+            else:
+                c = sum(p.passed for p in prog.pairs) / len(prog.pairs)
+                want_pass += share * (1 - (1 - c) ** n_fr)
+                want_tok += share * (prog.tokens + n_fr * sum(p.tokens for p in prog.pairs) / len(prog.pairs))
+    (pt,) = bootstrap(TREES, [(1, n_fr)], reps=40000, seed=2)
+    assert abs(pt.pass_rate - want_pass) < 4 * pt.pass_std / 200 + 1e-9
+    assert abs(pt.tokens - want_tok) < 4 * pt.tokens_std / 200 + 1e-9

@@ -65,6 +65,16 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
+_PACK = 16
+
+
+def _u16(rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+    """Uniform 16-bit integers, four per raw 64-bit draw of the generator (the fastest source numpy has)."""
+    n = int(np.prod(shape))
+    raw = rng.bit_generator.random_raw((n + 3) // 4)
+    return np.asarray(raw).view(np.uint16)[:n].reshape(shape).astype(np.int32)
+
+
 class _Forest:
     """All trees as padded arrays, so one budget is a handful of array operations over
     (replicates, tasks, programs, pairs) instead of a Python loop over tasks."""
@@ -89,51 +99,80 @@ class _Forest:
                 self.p_pass[i, j], self.p_tok[i, j], self.n_pairs[i, j] = p.passed, p.tokens, len(p.pairs)
                 for k, pair in enumerate(p.pairs):
                     self.f_pass[i, j, k], self.f_tok[i, j, k] = pair.passed, pair.tokens
+        # Batch mode reads a repair as one packed integer, tokens * 16 + passed: summed over up to 15 draws,
+        # the low 4 bits count the passes and the rest is the token total (one gather and one sum, not four).
+        self.f_code = (self.f_tok.astype(np.int64) * _PACK + self.f_pass).ravel()
 
     def draw(self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int, mode: Mode) -> tuple[Any, Any, Any]:
         """Per replicate: pass rate over tasks, mean tokens per task, mean samples per task."""
+        if mode == "batch" and n_fr < _PACK:
+            return self._batch(rng, reps, n_p, n_fr)
         n_tasks, width = self.p_pass.shape
         depth = self.f_pass.shape[2]
-        # Uniform draws as 16-bit integers scaled by the count: (u * n) >> 16 is uniform on 0..n-1 up to
-        # 1/65536, and much cheaper than floats on arrays of millions.
-        u = rng.integers(0, 1 << 16, size=(reps, n_tasks, n_p), dtype=np.int32)
-        # flat index of each drawn program: task * width + program
+        u = _u16(rng, (reps, n_tasks, n_p))
+        # flat index of each drawn program: task * width + program; (u * n) >> 16 is uniform on 0..n-1
         prog = ((u * self.n_programs[None, :, None].astype(np.int32)) >> 16) + (
             np.arange(n_tasks, dtype=np.int32) * width
         )[None, :, None]
         ok = self.p_pass.ravel()[prog]  # (R, T, n_p)
         tok = self.p_tok.ravel()[prog]
-        if n_fr == 0:
-            if mode == "batch":
-                passed, tokens, samples = ok.any(axis=2), tok.sum(axis=2), np.full(ok.shape[:2], float(n_p))
-            else:
-                return self._sequential(ok[..., None], tok[..., None], np.ones_like(ok)[..., None])
-            return passed.mean(axis=1), tokens.mean(axis=1), samples.mean(axis=1)
         counts = self.n_pairs.ravel()[prog]
         repair_valid = (~ok) & (counts > 0)
-        if mode == "batch":
-            # Draw repairs only for the drawn programs that failed, then fold them back per (replicate, task).
-            fails = np.flatnonzero(repair_valid)
-            v = rng.integers(0, 1 << 16, size=(len(fails), n_fr), dtype=np.int32)
-            pair = ((v * counts.ravel()[fails][:, None]) >> 16) + (prog.ravel()[fails] * depth)[:, None]
-            owner = fails // n_p  # index of (replicate, task)
-            cells = reps * n_tasks
-            fixed = np.zeros(cells, dtype=bool)
-            fixed[owner[self.f_pass.ravel()[pair].any(axis=1)]] = True
-            passed = ok.any(axis=2) | fixed.reshape(reps, n_tasks)
-            extra = np.bincount(owner, weights=self.f_tok.ravel()[pair].sum(axis=1), minlength=cells)
-            tokens = tok.sum(axis=2) + extra.reshape(reps, n_tasks)
-            samples = n_p + np.bincount(owner, minlength=cells).reshape(reps, n_tasks) * n_fr
-            return passed.mean(axis=1), tokens.mean(axis=1), samples.mean(axis=1)
-        v = rng.integers(0, 1 << 16, size=(reps, n_tasks, n_p, n_fr), dtype=np.int32)
+        v = _u16(rng, (reps, n_tasks, n_p, max(n_fr, 1)))[..., :n_fr]
         pair = ((v * np.maximum(counts, 1)[..., None]) >> 16) + (prog * depth)[..., None]
         r_pass = self.f_pass.ravel()[pair] & repair_valid[..., None]
         r_tok = self.f_tok.ravel()[pair] * repair_valid[..., None]
         valid = np.broadcast_to(repair_valid[..., None], r_pass.shape)
-        return self._sequential(
+        steps = (
             np.concatenate([ok[..., None], r_pass], axis=3),
             np.concatenate([tok[..., None], r_tok], axis=3),
             np.concatenate([np.ones_like(ok)[..., None], valid], axis=3),
+        )
+        if mode == "batch":  # only reached with n_fr >= 16: no packing, plain sums
+            flat = [x.reshape(reps, n_tasks, -1) for x in steps]
+            return (
+                flat[0].any(axis=2).mean(axis=1),
+                flat[1].sum(axis=2).mean(axis=1),
+                flat[2].sum(axis=2).mean(axis=1),
+            )
+        return self._sequential(*steps)
+
+    def _batch(self, rng: np.random.Generator, reps: int, n_p: int, n_fr: int) -> tuple[Any, Any, Any]:
+        """Batch mode, laid out as (draw, replicate x task) so each draw is one contiguous row, and
+        with repairs drawn only for the drawn programs that failed."""
+        n_tasks, width = self.p_pass.shape
+        depth = self.f_pass.shape[2]
+        cells = reps * n_tasks
+        n_progs = np.tile(self.n_programs.astype(np.int32), reps)
+        first = np.tile(np.arange(n_tasks, dtype=np.int32) * width, reps)
+        prog = ((_u16(rng, (n_p, cells)) * n_progs) >> 16) + first  # (n_p, cells)
+        ok = self.p_pass.ravel()[prog]
+        tok = self.p_tok.ravel()[prog]
+        passed = ok[0].copy()
+        tokens = tok[0].astype(np.float64)
+        for row in range(1, n_p):
+            passed |= ok[row]
+            tokens += tok[row]
+        samples = np.full(cells, float(n_p))
+        if n_fr > 0:
+            counts = self.n_pairs.ravel()[prog]
+            fails = np.flatnonzero((~ok) & (counts > 0))
+            owner = fails % cells
+            count, start = counts.ravel()[fails], prog.ravel()[fails] * depth
+            draws = _u16(rng, (n_fr, len(fails)))
+            total = self.f_code[((draws[0] * count) >> 16) + start]
+            for row in range(1, n_fr):
+                total += self.f_code[((draws[row] * count) >> 16) + start]
+            fixed = np.zeros(cells, dtype=bool)
+            fixed[owner[(total & (_PACK - 1)) > 0]] = True
+            passed |= fixed
+            tokens += np.bincount(owner, weights=(total >> 4).astype(np.float64), minlength=cells)
+            samples += np.bincount(owner, minlength=cells) * n_fr
+        shape = (reps, n_tasks)
+        return (
+            passed.reshape(shape).mean(axis=1),
+            tokens.reshape(shape).mean(axis=1),
+            samples.reshape(shape).mean(axis=1),
         )
 
     @staticmethod
