@@ -125,3 +125,18 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen  # resumed: nothing new
+
+
+def test_sanitize_drops_demo_code_and_a_cut_off_tail() -> None:
+    from mendlab.repair.trees import sanitize
+
+    code = (
+        "import math\n\nLIMIT = 3\n\ndef f(x):\n    return math.floor(x) + LIMIT\n\n"
+        "print(f(2.5))\nassert f(1) == 4\nif __name__ == '__main__':\n    print('demo')\n"
+        "def check():\n    cases = {'a': ['(', '"  # cut off by the token limit
+    )
+    out = sanitize(code, "f")
+    assert "print" not in out and "assert" not in out and "__main__" not in out
+    assert "import math" in out and "LIMIT = 3" in out and "def f(x)" in out
+    compile(out, "<sanitized>", "exec")  # parses now; nothing is executed
+    assert sanitize("def g(:\n", "f") == "def g(:\n"  # not ours to fix: left as the model wrote it

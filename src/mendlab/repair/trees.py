@@ -9,6 +9,7 @@ by task and program. Every node keeps its code or text, verdict, error message a
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,12 +33,33 @@ def extract_code(reply: str) -> str:
     return (m.group(1) if m else reply).strip("\n") + "\n"
 
 
+_KEEP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+
+
+def sanitize(code: str, entry_point: str) -> str:
+    """Keep what a function task needs (imports, definitions, constants) and drop the demo code chat
+    models append (prints, self-tests, `if __name__ == "__main__":`), as evalplus does. A reply cut
+    off by the token limit loses its unfinished tail first. Parsed with `ast`, never run here."""
+    lines = code.splitlines()
+    for end in range(len(lines), 0, -1):
+        try:
+            tree = ast.parse("\n".join(lines[:end]))
+        except SyntaxError:
+            continue
+        if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in tree.body):
+            kept = [ast.get_source_segment("\n".join(lines[:end]), n) or "" for n in tree.body if isinstance(n, _KEEP)]
+            return "\n\n".join(kept) + "\n"
+        break
+    return code
+
+
 def program_for(task: Task, code: str) -> str:
     """A chat model writes the whole function; keep the task's prompt above it for its imports and
     helpers (its stub is then redefined by the model's function). A bare body continues the prompt."""
     if task.entry_point is None:
         return code
     if re.search(rf"^\s*def\s+{re.escape(task.entry_point)}\s*\(", code, re.MULTILINE):
+        code = sanitize(code, task.entry_point)
         return task.prompt + "\n" + code if task.meta.get("completion_continues_prompt") else code
     return task.prompt + code if task.meta.get("completion_continues_prompt") else code
 
