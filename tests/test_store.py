@@ -121,7 +121,7 @@ def test_dead_server_then_resume(tmp_path: Path, registry) -> None:  # type: ign
     stored = _count(db)
     # results are saved as each request completes, so the first is stored long before the last
     assert child.returncode == 2 and "cannot reach" in stderr and "Traceback" not in stderr
-    assert 1 <= stored < 8
+    assert 0 < stored < 8
     before = _rows(db)
     srv.start()
     try:
