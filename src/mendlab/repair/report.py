@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mendlab.repair.passk import Point, interpolate_baseline
+from mendlab.reports.figures import pyplot, to_png
 
 
 @dataclass(frozen=True)
@@ -22,20 +22,8 @@ class Config:
     baseline: list[Point]
 
 
-def _png(fig: object) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
-    return buf.getvalue()
-
-
 def plot_pass_vs_tokens(cfg: Config) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     bx = [p.tokens for p in cfg.baseline]
@@ -80,7 +68,7 @@ def plot_pass_vs_tokens(cfg: Config) -> bytes:
     ax.legend(fontsize=7, frameon=False, ncol=2)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return _png(fig)
+    return to_png(fig)
 
 
 def heatmap_cells(cfg: Config) -> list[list[str]]:
@@ -100,10 +88,7 @@ def heatmap_cells(cfg: Config) -> list[list[str]]:
 
 
 def plot_heatmap(cfg: Config) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     nps = sorted({p.n_p for p in cfg.repair})
@@ -130,7 +115,7 @@ def plot_heatmap(cfg: Config) -> bytes:
     ax.set_title("self-repair / baseline at the same token budget", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
-    return _png(fig)
+    return to_png(fig)
 
 
 def write_repair_report(configs: Sequence[Config], summary: Sequence[list[str]], out: Path, title: str) -> list[Path]:

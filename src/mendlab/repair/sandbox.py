@@ -385,12 +385,7 @@ class Sandbox:
                 return Verdict(status, _cut(f"Given input {stdin!r}, the program failed: {last}{where}"), i)
             got = out.decode(errors="replace")
             if _norm(got) != _norm(expected):
-                return Verdict(
-                    "wrong_answer",
-                    f"Given input {_cut(stdin)} the output was {_cut(got.strip())} "
-                    f"but the expected output is {_cut(expected.strip())}.",
-                    i + 1,
-                )
+                return _wrong_answer(stdin, got.strip(), expected.strip(), i + 1)
         return Verdict("pass", "", len(task.io))
 
     def _communicate(self, proc: subprocess.Popen[bytes], data: bytes, timeout: float) -> tuple[bytes, bytes, bool]:
@@ -441,12 +436,7 @@ class Sandbox:
             for i, (args, expected) in enumerate(task.calls):
                 got = channel.call(args, min(self.limits.test_s, deadline - time.monotonic()))
                 if got != expected or (type(got) is not type(expected) and not _num(got, expected)):
-                    return Verdict(
-                        "wrong_answer",
-                        f"Given input {_cut(_args(args))} the output was {_cut(got)} but the expected output is "
-                        f"{_cut(expected)}.",
-                        i + 1,
-                    )
+                    return _wrong_answer(_args(args), got, expected, i + 1)
             return Verdict("pass", "", len(task.calls))
         except SandboxFailure as failure:
             return failure.verdict
@@ -500,16 +490,21 @@ class Sandbox:
         args, out = calls[-1]
         expected = _expected_from_assert(line)
         if expected is not None:
-            msg = (
-                f"Given input {_cut(_args(args))} the output was {_cut(out)} but the expected output is "
-                f"{_cut(expected)}."
-            )
-        else:
-            msg = f"Given input {_cut(_args(args))} the output was {_cut(out)}, which fails the test: {_cut(line)}"
+            return _wrong_answer(_args(args), out, expected, len(calls))
+        msg = f"Given input {_cut(_args(args))} the output was {_cut(out)}, which fails the test: {_cut(line)}"
         return Verdict("wrong_answer", msg, len(calls))
 
 
 _STATUSES = {"pass", "wrong_answer", "runtime_error", "compile_error", "timeout", "memory_limit"}
+
+
+def _wrong_answer(given: str, got: Any, expected: Any, tests_run: int) -> Verdict:
+    """SPEC §2's message for a wrong answer, each part cut to 300 characters."""
+    return Verdict(
+        "wrong_answer",
+        f"Given input {_cut(given)} the output was {_cut(got)} but the expected output is {_cut(expected)}.",
+        tests_run,
+    )
 
 
 def _norm(text: str) -> str:

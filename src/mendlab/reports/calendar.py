@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from mendlab.dialogs.experiments import KIND_ORDER, DialogResult
 from mendlab.dialogs.grading import BROCCOLI, CHECK, FIRE, FIRE2, MUSHROOM, RECURRING, TurnGrade
 from mendlab.dialogs.scenario import Scenario
+from mendlab.reports.figures import pyplot, to_png
 from mendlab.stats import Estimate, ratio_ci
 
 
@@ -108,10 +108,7 @@ def recap(results: Sequence[DialogResult]) -> list[tuple[str, Counter[str]]]:
 def _plot_fix_rates(stats: Sequence[FixStats]) -> bytes | None:
     if not stats:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     models = sorted({s.model for s in stats})
     rungs = [r for r in ("vague", "pointed", "explicit", "critic") if any(s.rung == r for s in stats)]
@@ -139,10 +136,7 @@ def _plot_fix_rates(stats: Sequence[FixStats]) -> bytes | None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Fix rate by feedback rung (95% bootstrap CI)", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return to_png(fig)
 
 
 def _plot_errors(results: Sequence[DialogResult]) -> bytes | None:
@@ -154,10 +148,7 @@ def _plot_errors(results: Sequence[DialogResult]) -> bytes | None:
             counts[r.model].update(g.errors)
     if not counts:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     types = sorted({e for c in counts.values() for e in c}, key=lambda e: -sum(c[e] for c in counts.values()))
     models = sorted(counts)
@@ -173,10 +164,7 @@ def _plot_errors(results: Sequence[DialogResult]) -> bytes | None:
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("What goes wrong", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return to_png(fig)
 
 
 @dataclass(frozen=True)
