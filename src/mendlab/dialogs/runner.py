@@ -125,10 +125,17 @@ def run_experiments(
 
 
 def _summary(console: Console, results: list[DialogResult]) -> None:
+    stats = fix_stats(results)
+    if not stats:  # reliability or replay alone: no dialogs, so say what there is
+        for model in sorted({r.model for r in results}):
+            rs = [r for r in results if r.model == model]
+            right = sum(all(g.correct for g in r.grades) for r in rs)
+            console.print(f"{model}: {right}/{len(rs)} conversations with no mistake")
+        return
     table = Table(title="Fix rate P(fixed on next turn | pointed out), 95% CI", title_justify="left")
     for col in ("model", "feedback", "fix rate", "fixed within K", "first try right"):
         table.add_column(col)
-    for s in fix_stats(results):
+    for s in stats:
         table.add_row(s.model, s.rung, str(s.next_turn), str(s.within_k), str(s.first_try))
     console.print(table)
 
