@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run demo test install install-dev lint bench clean
+.PHONY: run demo arena test install install-dev system-deps lint bench clean
 
 $(VENV)/.installed: pyproject.toml requirements/models.txt
 	python3 -m venv $(VENV)
@@ -17,6 +17,16 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -e '.[hf,dev]'
 	touch $@
 
+# The code sandbox uses bubblewrap and the arena's browser tests Debian's chromium (no browser
+# download: Playwright drives the system one). Installed only when missing and when we may.
+system-deps:
+	@missing=""; command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-noto-color-emoji"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing (sudo apt-get install$$missing); their tests will be skipped"; fi; \
+	fi
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
@@ -27,7 +37,11 @@ run: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/mendlab demo
 
-test: $(VENV)/.installed-dev
+# The arena on http://127.0.0.1:7860 with the bundled models.
+arena: $(VENV)/.installed
+	$(VENV)/bin/mendlab arena
+
+test: $(VENV)/.installed-dev system-deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q

@@ -408,3 +408,38 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command()
+def arena(
+    ctx: typer.Context,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Models to offer (default: every installed chat model).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to serve on; 0.0.0.0 shares it on your network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: the first free one from 7860).")] = 7860,
+    memory_gb: Annotated[
+        float | None, typer.Option(help="Memory budget for resident models (default: half the RAM).")
+    ] = None,
+    scenario: Annotated[str, typer.Option(help="Scenario preset loaded at start ('' for none).")] = "calendar",
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+) -> None:
+    """The arena: chat with models side by side, mark mistakes, ask for fixes, vote (a web page)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from mendlab.arena import build_arena
+    from mendlab.arena.app import CSS
+
+    settings = _settings(ctx)
+    registry = load_registry(settings.config)
+    demo, pool, store = build_arena(
+        registry, settings.db, models or (), memory_gb, scenario or None, max_tokens, temperature
+    )
+    console.print(f"[bold]mendlab arena[/] on http://{host}:{port} · results in {settings.db} · Ctrl-C stops")
+    try:
+        demo.queue(default_concurrency_limit=16).launch(
+            server_name=host, server_port=port or None, css=CSS, quiet=True, footer_links=[]
+        )
+    finally:
+        pool.close()
+        store.close()

@@ -241,6 +241,20 @@ class LlamaCppModel:
             sample_index=index,
         )
 
+    def memory_bytes(self) -> int:
+        """Weights plus the f16 KV cache for the whole context: what keeping this model resident costs."""
+        md = self.llm.metadata
+        arch = str(md.get("general.architecture", "llama"))
+        try:
+            layers = int(md[f"{arch}.block_count"])
+            embd = int(md[f"{arch}.embedding_length"])
+            heads = int(md[f"{arch}.attention.head_count"])
+            kv_heads = int(md.get(f"{arch}.attention.head_count_kv", heads))
+            kv = 2 * layers * int(self.n_ctx) * (embd // heads) * kv_heads * 2
+        except (KeyError, ValueError, ZeroDivisionError):
+            kv = 0
+        return int(self.path.stat().st_size) + kv
+
     def close(self) -> None:
         with self._lock:
             self.llm.close()

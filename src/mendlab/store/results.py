@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,30 @@ CREATE TABLE IF NOT EXISTS repair_trees (
     tree TEXT NOT NULL,
     created REAL NOT NULL,
     PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS marks (
+    id INTEGER PRIMARY KEY,
+    conversation TEXT NOT NULL,
+    message_index INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    errors TEXT NOT NULL,
+    model TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS marks_conversation ON marks(conversation);
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    winner TEXT NOT NULL,
+    model_left TEXT NOT NULL,
+    model_right TEXT NOT NULL,
+    conversation_left TEXT NOT NULL,
+    conversation_right TEXT NOT NULL,
+    message_index INTEGER NOT NULL,
+    anonymous INTEGER NOT NULL,
+    created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -160,6 +185,7 @@ class ResultsStore:
 
     def __init__(self, path: str | Path = DEFAULT_DB) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()  # the arena's sessions share one store across threads
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -181,14 +207,19 @@ class ResultsStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def ensure_run(self, run_id: str, kind: str, config: Mapping[str, Any]) -> bool:
         """Create the run if new; return True if it already existed (a resume)."""
@@ -203,16 +234,16 @@ class ResultsStore:
         return False
 
     def runs(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT r.id, r.kind, r.created, r.config, COUNT(g.id) FROM runs r "
             "LEFT JOIN generations g ON g.run_id = r.id GROUP BY r.id ORDER BY r.created"
-        ).fetchall()
+        )
         return [
             {"id": r[0], "kind": r[1], "created": r[2], "config": json.loads(r[3]), "generations": r[4]} for r in rows
         ]
 
     def done_keys(self, run_id: str) -> set[str]:
-        rows = self._db.execute("SELECT resume_key FROM generations WHERE run_id = ?", (run_id,))
+        rows = self._read("SELECT resume_key FROM generations WHERE run_id = ?", (run_id,))
         return {r[0] for r in rows}
 
     def add(self, rec: GenerationRecord) -> bool:
@@ -254,7 +285,7 @@ class ResultsStore:
         if run_id is not None:
             sql += " WHERE run_id = ?"
             args = (run_id,)
-        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._read(sql + " ORDER BY id", args)
         return [
             GenerationRecord(
                 run_id=r[0],
@@ -297,22 +328,8 @@ class ResultsStore:
             )
 
     def conversations(self) -> list[Conversation]:
-        rows = self._db.execute(
-            "SELECT id, parent, fork_turn, model, messages, meta FROM conversations ORDER BY created"
-        ).fetchall()
-        return [
-            Conversation.from_json(
-                {
-                    "id": r[0],
-                    "parent": r[1],
-                    "fork_turn": r[2],
-                    "model": r[3],
-                    "messages": json.loads(r[4]),
-                    **json.loads(r[5]),
-                }
-            )
-            for r in rows
-        ]
+        rows = self._read("SELECT id, parent, fork_turn, model, messages, meta FROM conversations ORDER BY created")
+        return [_conversation(r) for r in rows]
 
     def save_tree(self, run_id: str, task_id: str, tree: Mapping[str, Any]) -> None:
         """A finished repair tree (programs, feedback, repairs and verdicts) for one task."""
@@ -323,8 +340,48 @@ class ResultsStore:
             )
 
     def trees(self, run_id: str) -> dict[str, dict[str, Any]]:
-        rows = self._db.execute("SELECT task_id, tree FROM repair_trees WHERE run_id = ? ORDER BY created", (run_id,))
+        rows = self._read("SELECT task_id, tree FROM repair_trees WHERE run_id = ? ORDER BY created", (run_id,))
         return {r[0]: json.loads(r[1]) for r in rows}
+
+    def add_mark(
+        self, conversation: str, message_index: int, source: str, mark: str, errors: Sequence[str], model: str | None
+    ) -> None:
+        """A mark on one assistant turn. Marks are appended, never replaced: a person's overrule and the
+        grader's verdict are both kept, and the latest of each source is the current one."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO marks(conversation, message_index, source, mark, errors, model, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation, message_index, source, mark, json.dumps(list(errors)), model, time.time()),
+            )
+
+    def marks(self, conversation: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT conversation, message_index, source, mark, errors, model, created FROM marks"
+        rows = self._read(sql + (" WHERE conversation = ?" if conversation else "") + " ORDER BY id",
+                          (conversation,) if conversation else ())
+        keys = ("conversation", "message_index", "source", "mark", "errors", "model", "created")
+        return [{**dict(zip(keys, r, strict=True)), "errors": json.loads(r[4])} for r in rows]
+
+    def add_vote(self, vote: Mapping[str, Any]) -> None:
+        cols = ("session", "kind", "winner", "model_left", "model_right", "conversation_left",
+                "conversation_right", "message_index", "anonymous")
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO votes({', '.join(cols)}, created) VALUES ({', '.join('?' * (len(cols) + 1))})",
+                (*(vote[c] for c in cols), time.time()),
+            )
+
+    def votes(self) -> list[dict[str, Any]]:
+        keys = ("session", "kind", "winner", "model_left", "model_right", "conversation_left",
+                "conversation_right", "message_index", "anonymous", "created")
+        rows = self._read(f"SELECT {', '.join(keys)} FROM votes ORDER BY id")
+        return [{**dict(zip(keys, r, strict=True)), "anonymous": bool(r[8])} for r in rows]
+
+    def conversation(self, conv_id: str) -> Conversation | None:
+        rows = self._read(
+            "SELECT id, parent, fork_turn, model, messages, meta FROM conversations WHERE id = ?", (conv_id,)
+        )
+        return _conversation(rows[0]) if rows else None
 
     def export_jsonl(self, out: TextIO, run_id: str | None = None) -> int:
         n = 0
@@ -332,3 +389,8 @@ class ResultsStore:
             out.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
             n += 1
         return n
+
+
+def _conversation(r: Sequence[Any]) -> Conversation:
+    data = {"id": r[0], "parent": r[1], "fork_turn": r[2], "model": r[3], "messages": json.loads(r[4])}
+    return Conversation.from_json({**data, **json.loads(r[5])})

@@ -1,0 +1,183 @@
+"""Models kept resident for the arena, within a memory budget.
+
+The original arena kept eight models loaded so switching was instant; on a laptop that is not
+possible, so we keep as many as the budget allows, load each on first use, and evict the least
+recently used idle model when a new one needs room. Endpoint models cost no local memory.
+
+Local backends share the machine's cores: two llama.cpp models generating at once each spin every
+core and both crawl, so local generations take turns (`local_parallel`); endpoints never wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mendlab.errors import MendlabError
+from mendlab.models import ChatModel, ModelSpec, Registry, load_model, model_path
+
+GiB = 1024**3
+
+
+class MemoryBudgetError(MendlabError):
+    """A model does not fit in the arena's memory budget."""
+
+
+@dataclass
+class _Slot:
+    spec: ModelSpec
+    model: ChatModel | None = None
+    state: str = "not loaded"  # not loaded | loading | ready | evicted | failed
+    cost: int = 0
+    last_used: float = 0.0
+    users: int = 0
+    error: str = ""
+
+
+def estimate_bytes(spec: ModelSpec) -> int:
+    """Before loading: the size of the weights on disk (0 for a remote endpoint)."""
+    if spec.backend == "openai":
+        return 0
+    if spec.bundle is None and spec.path is not None and not Path(spec.path).exists():
+        return 0  # loading will fail with a clear message; nothing to reserve
+    path = model_path(spec)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def measured_bytes(model: ChatModel, fallback: int) -> int:
+    report = getattr(model, "memory_bytes", None)
+    return int(report()) if callable(report) else fallback
+
+
+class ModelPool:
+    """Thread-safe: arena sessions share one pool, each model is loaded at most once."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        budget_bytes: int,
+        *,
+        local_parallel: int = 1,
+        loader: Callable[[ModelSpec], ChatModel] = load_model,
+        wait_s: float = 300.0,
+    ) -> None:
+        self.registry = registry
+        self.budget = budget_bytes
+        self.loader = loader
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._slots: dict[str, _Slot] = {}
+        self._local = threading.Semaphore(local_parallel)
+
+    def _slot(self, name: str) -> _Slot:
+        if name not in self._slots:
+            self._slots[name] = _Slot(self.registry.get(name))
+        return self._slots[name]
+
+    def status(self, name: str) -> str:
+        with self._cond:
+            slot = self._slots.get(name)
+            if slot is None:
+                return "not loaded"
+            return f"failed: {slot.error}" if slot.state == "failed" else slot.state
+
+    def used(self) -> int:
+        with self._cond:
+            return sum(s.cost for s in self._slots.values() if s.model is not None or s.state == "loading")
+
+    def resident(self) -> list[tuple[str, int]]:
+        with self._cond:
+            return [(n, s.cost) for n, s in self._slots.items() if s.model is not None]
+
+    def _make_room(self, need: int, keep: str) -> None:
+        """Evict idle models, least recently used first, until `need` more bytes fit. Holds _cond."""
+        deadline = time.monotonic() + self.wait_s
+        while self.used() + need > self.budget:
+            idle = [
+                s for n, s in self._slots.items() if n != keep and s.model is not None and s.users == 0 and s.cost > 0
+            ]
+            if idle:
+                victim = min(idle, key=lambda s: s.last_used)
+                model, victim.model = victim.model, None
+                victim.state, victim.cost = "evicted", 0
+                assert model is not None
+                model.close()
+                continue
+            busy = sum(s.cost for n, s in self._slots.items() if n != keep and s.model is not None)
+            if busy == 0:
+                raise MemoryBudgetError(
+                    f"model {keep!r} needs {need / GiB:.2f} GiB but the arena's memory budget is "
+                    f"{self.budget / GiB:.2f} GiB (raise it with --memory-gb)"
+                )
+            if not self._cond.wait(timeout=max(0.0, deadline - time.monotonic())):
+                raise MemoryBudgetError(f"no room for {keep!r}: the models in use fill the memory budget")
+
+    def _acquire(self, name: str) -> ChatModel:
+        with self._cond:
+            slot = self._slot(name)
+            while slot.state == "loading":
+                self._cond.wait()
+            if slot.model is not None:
+                slot.users += 1
+                slot.last_used = time.monotonic()
+                return slot.model
+            try:
+                need = estimate_bytes(slot.spec)
+                self._make_room(need, name)
+            except MendlabError as exc:
+                slot.state, slot.error = "failed", str(exc)
+                raise
+            slot.state, slot.cost, slot.error = "loading", need, ""
+            slot.users += 1
+        try:
+            model = self.loader(slot.spec)
+        except BaseException as exc:
+            with self._cond:
+                slot.users -= 1
+                slot.state, slot.cost, slot.error = "failed", 0, str(exc).splitlines()[0] if str(exc) else repr(exc)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            slot.model, slot.state = model, "ready"
+            slot.cost = measured_bytes(model, need)
+            slot.last_used = time.monotonic()
+            self._cond.notify_all()
+            try:
+                self._make_room(0, name)  # the measured cost (KV cache) may exceed the estimate
+            except MemoryBudgetError:
+                pass  # it fits alone or others are busy: they go once idle
+        return model
+
+    def _release(self, name: str) -> None:
+        with self._cond:
+            slot = self._slots[name]
+            slot.users -= 1
+            slot.last_used = time.monotonic()
+            self._cond.notify_all()
+
+    @contextmanager
+    def use(self, name: str) -> Iterator[ChatModel]:
+        """The loaded model for `name`, kept resident while the block runs; local ones take turns."""
+        model = self._acquire(name)
+        local = self.registry.get(name).backend != "openai"
+        try:
+            if local:
+                with self._local:
+                    yield model
+            else:
+                yield model
+        finally:
+            self._release(name)
+
+    def close(self) -> None:
+        with self._cond:
+            for slot in self._slots.values():
+                if slot.model is not None:
+                    slot.model.close()
+                    slot.model, slot.state, slot.cost = None, "evicted", 0
