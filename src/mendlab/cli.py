@@ -426,9 +426,7 @@ def arena(
     temperature: float = 0.7,
 ) -> None:
     """The arena: chat with models side by side, mark mistakes, ask for fixes, vote (a web page)."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from mendlab.arena import build_arena
-    from mendlab.arena.app import CSS
+    from mendlab.arena import build_arena, launch
 
     settings = _settings(ctx)
     registry = load_registry(settings.config)
@@ -437,9 +435,7 @@ def arena(
     )
     console.print(f"[bold]mendlab arena[/] on http://{host}:{port} · results in {settings.db} · Ctrl-C stops")
     try:
-        demo.queue(default_concurrency_limit=16).launch(
-            server_name=host, server_port=port or None, css=CSS, quiet=True, footer_links=[]
-        )
+        launch(demo, host, port or None)
     finally:
         pool.close()
         store.close()

@@ -64,3 +64,14 @@ def build_arena(
     store = ResultsStore(db)
     config = ArenaConfig(models=names, temperature=temperature, max_tokens=max_tokens, default_scenario=scenario)
     return ArenaApp(pool, store, config).build(), pool, store
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:
+    """Serve the page; returns its URL. Sessions run concurrently; local models still take turns."""
+    from mendlab.arena.app import CSS
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    _, url, _ = demo.queue(default_concurrency_limit=16).launch(
+        server_name=host, server_port=port, css=CSS, quiet=True, footer_links=[], prevent_thread_lock=not block
+    )
+    return str(url)

@@ -1,0 +1,251 @@
+"""The arena's rules without a browser: the model pool (real GGUFs), the conversation moves, and the
+Bradley–Terry leaderboard."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mendlab.arena.pool import MemoryBudgetError, ModelPool
+from mendlab.arena.ratings import fit, leaderboard
+from mendlab.arena.session import (
+    ArenaState,
+    add_user,
+    drop_last_answer,
+    fork_at,
+    pending_vote,
+    stream_turns,
+    transplant,
+)
+from mendlab.dialogs.scenario import load_scenario
+from mendlab.models.base import Completion, Message, SamplingParams
+from mendlab.models.registry import ModelSpec, Registry
+
+MB = 1024**2
+
+
+def arena_registry(registry: Registry) -> Registry:
+    extra = {
+        "ghost": ModelSpec(name="ghost", backend="llama.cpp", path="/nonexistent/ghost.gguf", origin="test"),
+        "dead-endpoint": ModelSpec(
+            name="dead-endpoint",
+            backend="openai",
+            base_url="http://127.0.0.1:9/v1",
+            model="x",
+            max_retries=0,
+            timeout_s=3,
+            origin="test",
+        ),
+    }
+    return Registry({**registry.models, **extra})
+
+
+def answer(state: ArenaState, i: int, text: str) -> None:
+    pane = state.panes[i]
+    pane.conv = pane.conv.append(Message("assistant", text))
+
+
+# ---- pool -------------------------------------------------------------------------------------
+
+
+def test_pool_loads_lazily_and_evicts_the_least_recently_used(registry: Registry) -> None:
+    pool = ModelPool(registry, 700 * MB)
+    try:
+        assert pool.status("smollm2-135m") == "not loaded"
+        with pool.use("smollm2-135m") as small:
+            assert pool.status("smollm2-135m") == "ready"
+            assert small.info.name == "smollm2-135m"
+        small_cost = dict(pool.resident())["smollm2-135m"]
+        assert 150 * MB < small_cost < 300 * MB  # 98 MB of weights + the KV cache of a 4096 context
+        with pool.use("qwen2.5-coder-0.5b"):
+            pass
+        # Both do not fit in 700 MB: the idle, least recently used one went.
+        assert pool.status("smollm2-135m") == "evicted"
+        assert [n for n, _ in pool.resident()] == ["qwen2.5-coder-0.5b"]
+        assert pool.used() <= 700 * MB
+        with pool.use("smollm2-135m"):
+            assert pool.status("qwen2.5-coder-0.5b") == "evicted"
+    finally:
+        pool.close()
+
+
+def test_pool_refuses_a_model_bigger_than_the_budget(registry: Registry) -> None:
+    pool = ModelPool(registry, 10 * MB)
+    with pytest.raises(MemoryBudgetError, match=r"budget is 0\.01 GiB"), pool.use("smollm2-135m"):
+        pass
+    assert pool.status("smollm2-135m").startswith("failed: model 'smollm2-135m' needs")
+
+
+def test_endpoint_models_cost_no_memory(registry: Registry) -> None:
+    pool = ModelPool(arena_registry(registry), 1)  # one byte: only a remote model fits
+    with pool.use("dead-endpoint") as model:
+        assert model.info.backend == "openai"
+    assert dict(pool.resident()) == {"dead-endpoint": 0}
+
+
+def test_a_failing_model_shows_its_error_in_its_own_pane_only(registry: Registry) -> None:
+    pool = ModelPool(arena_registry(registry), 2048 * MB)
+    state = ArenaState()
+    names = ("smollm2-135m", "ghost", "dead-endpoint")
+    state.shown = 3
+    for pane, name in zip(state.panes, names, strict=False):
+        pane.model = name
+        add_user(state, pane, "Say hello.")
+    done: list[tuple[str, Completion]] = []
+    params = SamplingParams(max_tokens=8)
+    try:
+        steps = list(stream_turns(pool, state.panes[:3], params, lambda p, c: done.append((p.name, c))))
+    finally:
+        pool.close()
+    left, ghost, dead = state.panes[:3]
+    assert len(steps) >= 2 and [name for name, _ in done] == ["Left"]
+    assert left.conv.messages[-1].role == "assistant" and not left.error
+    assert left.stats[len(left.conv.messages) - 1]["context_window"] == 4096
+    assert "does not exist" in ghost.error and ghost.conv.messages[-1].role == "user"
+    assert dead.error and dead.conv.messages[-1].role == "user"
+    assert pool.status("ghost").startswith("failed")
+    assert not any(p.busy for p in state.panes)
+
+
+# ---- conversation moves ---------------------------------------------------------------------
+
+
+def test_send_to_one_pane_leaves_the_other_paused() -> None:
+    state = ArenaState(system_prompt="Be brief.")
+    add_user(state, state.panes[0], "hi")
+    assert [m.role for m in state.panes[0].conv.messages] == ["system", "user"]
+    assert state.panes[1].conv.messages == ()
+
+
+def test_retry_branches_and_keeps_the_old_answer_in_its_parent() -> None:
+    state = ArenaState()
+    add_user(state, state.panes[0], "hi")
+    answer(state, 0, "first try")
+    before = state.panes[0].conv
+    assert drop_last_answer(state.panes[0])
+    after = state.panes[0].conv
+    assert after.parent == before.id and after.id != before.id
+    assert after.messages[-1] == Message("user", "hi") and before.messages[-1].content == "first try"
+
+
+def test_fork_edits_a_past_user_turn() -> None:
+    state = ArenaState()
+    pane = state.panes[0]
+    for text in ("one", "two"):
+        add_user(state, pane, text)
+        answer(state, 0, f"re {text}")
+    fork_at(pane, 0, "uno")
+    assert [m.content for m in pane.conv.messages] == ["uno"]
+    assert pane.conv.fork_turn == 0
+
+
+def test_transplant_replaces_the_answer_to_the_same_question() -> None:
+    state = ArenaState()
+    left, right = state.panes[0], state.panes[1]
+    left.model, right.model = "a", "b"
+    for i in (0, 1):
+        add_user(state, state.panes[i], "Add a meeting")
+    answer(state, 0, "wrong call")
+    answer(state, 1, "right call")
+    old = right.conv
+    transplant(state, left, right)
+    assert [m.content for m in right.conv.messages] == ["Add a meeting", "wrong call"]
+    assert right.conv.messages[-1].origin == "a" and right.conv.parent == old.id
+    # Into an empty pane: the question comes along with the answer.
+    state.panes[2].model = "c"
+    transplant(state, left, state.panes[2])
+    assert [m.role for m in state.panes[2].conv.messages] == ["user", "assistant"]
+    with pytest.raises(ValueError, match="no answer"):
+        transplant(state, state.panes[3], left)
+
+
+def test_a_vote_is_on_a_fix_only_after_a_marked_mistake() -> None:
+    state = ArenaState()
+    for i in (0, 1):
+        add_user(state, state.panes[i], "q")
+        answer(state, i, "a")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "first" and vote.message_index == 1
+    state.panes[0].person[1] = "🍄"
+    for i in (0, 1):
+        add_user(state, state.panes[i], "That is wrong, fix it.")
+    assert pending_vote(state) is None  # asked, not answered yet
+    for i in (0, 1):
+        answer(state, i, "b")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "fix" and vote.message_index == 3
+
+
+def test_with_a_scenario_the_graders_verdict_makes_the_next_message_a_fix_request() -> None:
+    scenario = load_scenario("calendar")
+    state = ArenaState(scenario=scenario, system_prompt=scenario.system_prompt)
+    good = 'action.add_calendar_entry("Meeting with Fred", date="2024-11-11", time="17:00", duration=30)'
+    for i, reply in ((0, good), (1, good.replace("2024", "2023"))):
+        add_user(state, state.panes[i], scenario.steps[0].user)
+        answer(state, i, reply)
+    for i in (0, 1):
+        add_user(state, state.panes[i], scenario.steps[1].user)
+    assert state.fix_pending == {0: False, 1: True}
+    # A person overrules the grader: the right answer was fine after all.
+    state.panes[1].person[2] = "✓"
+    add_user(state, state.panes[1], "and?")
+    assert state.fix_pending[1] is False
+
+
+# ---- leaderboard ------------------------------------------------------------------------------
+
+
+def test_bradley_terry_recovers_the_order_of_known_strengths() -> None:
+    rng = random.Random(0)
+    strength = {"a": 2.0, "b": 1.0, "c": 0.5}
+    votes = []
+    for _ in range(600):
+        x, y = rng.sample(sorted(strength), 2)
+        p = strength[x] / (strength[x] + strength[y])
+        votes.append((x, y, 1.0 if rng.random() < p else 0.0))
+    board = leaderboard(votes, n_boot=100)
+    assert [r.model for r in board] == ["a", "b", "c"]
+    # log-strength gaps: a-b and b-c are both log10(2)*400 ≈ 120 Elo
+    gap_ab, gap_bc = board[0].rating - board[1].rating, board[1].rating - board[2].rating
+    assert 80 < gap_ab < 170 and 80 < gap_bc < 170
+    for r in board:
+        assert r.low < r.rating < r.high
+
+
+def test_an_undefeated_model_stays_finite_and_ties_split_evenly() -> None:
+    ratings = fit([("a", "b", 1.0)] * 5, ["a", "b"])
+    assert np.isfinite(ratings).all() and ratings[0] > ratings[1]
+    even = fit([("a", "b", 0.5)] * 4, ["a", "b"])
+    assert abs(even[0] - even[1]) < 1e-6
+    assert leaderboard([]) == []
+
+
+def test_store_keeps_marks_and_votes(tmp_path: Path) -> None:
+    from mendlab.store import ResultsStore
+
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.add_mark("c1", 2, "grader", "🍄", ["wrong_time"], "m")
+        store.add_mark("c1", 2, "person", "✓", [], "m")
+        store.add_vote(
+            {
+                "session": "s",
+                "kind": "fix",
+                "winner": "left",
+                "model_left": "a",
+                "model_right": "b",
+                "conversation_left": "c1",
+                "conversation_right": "c2",
+                "message_index": 2,
+                "anonymous": True,
+            }
+        )
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert [(m["source"], m["mark"], m["errors"]) for m in store.marks("c1")] == [
+            ("grader", "🍄", ["wrong_time"]),
+            ("person", "✓", []),
+        ]
+        (vote,) = store.votes()
+        assert vote["winner"] == "left" and vote["anonymous"] is True
