@@ -73,7 +73,7 @@ def _status_icon(status: str, busy: bool) -> str:
 
 def model_label(state: ArenaState, pane: Pane) -> str:
     if state.battle and not state.revealed:
-        return f"Model {'AB'[pane.index]}"
+        return f"Model {'ABCD'[pane.index]}"
     return pane.model or "no model"
 
 
