@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_llamacpp.py
 	$(PY) bench/bench_calendar.py
 	$(PY) bench/bench_sandbox.py
+	$(PY) bench/bench_arena.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

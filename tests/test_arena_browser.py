@@ -111,7 +111,9 @@ def test_transplant_an_answer_and_get_it_fixed(arena: tuple[str, Path], browser:
     wait_answers(page, 1, 1)
     page.get_by_text("Transplant an answer").click()
     page.locator("#transplant").click()
-    page.wait_for_function("document.querySelector('#pane-1-chat').innerText.includes('transplanted from smollm2-135m')")
+    page.wait_for_function(
+        "document.querySelector('#pane-1-chat').innerText.includes('transplanted from smollm2-135m')"
+    )
     assert "tok/s" not in chat(page, 1)  # the right model's own answer is gone (kept on its branch)
     tick(page, "Left", False)
     send(page, "That is wrong. Fix it.")

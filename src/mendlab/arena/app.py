@@ -47,7 +47,7 @@ CSS = """
 .pane-header p { margin: 0; font-size: 0.95em; }
 .pane-chat button[aria-label="Clear"], .pane-chat button[title="Clear"] { display: none !important; }
 .pane-stats p { margin: 0; font-size: 0.85em; opacity: 0.8; min-height: 1.3em; }
-.mark-row button { min-width: 0 !important; }
+.mark-row button { min-width: 44px !important; }
 .vote-row { border: 1px solid var(--border-color-accent); border-radius: 8px; padding: 6px; }
 footer { display: none !important; }
 """
@@ -99,7 +99,8 @@ def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
         s = pane.stats.get(i)
         if s:
             badges.append(f"`{s['tokens_per_s']} tok/s`")
-        out.append({"role": "assistant", "content": m.content + ("\n\n" + " ".join(badges) if badges else "")})
+        text = m.content + ("\n```" if m.content.count("```") % 2 else "")  # a cut-off fence would swallow the badges
+        out.append({"role": "assistant", "content": text + ("\n\n" + " ".join(badges) if badges else "")})
     if pane.partial is not None:
         out.append({"role": "assistant", "content": pane.partial + " ▌"})
     return out

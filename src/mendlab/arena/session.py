@@ -230,7 +230,10 @@ def stream_turns(
             if kind == "start":
                 window[pane.index] = value
             elif kind == "delta":
+                first = not pane.partial
                 pane.partial = (pane.partial or "") + value
+                if first and value:  # show the first token at once: time to first token is felt
+                    last_yield = 0.0
             elif kind == "done":
                 comp: Completion = value
                 idx = len(pane.conv.messages)
