@@ -3,6 +3,7 @@ with the bundled models. Screenshots of the main states land in tests/artifacts/
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sqlite3
@@ -161,6 +162,13 @@ def test_mark_and_vote_are_in_the_store_after_a_reload(arena: tuple[str, Path], 
     page.locator("#history-open").click()
     page.get_by_role("tab", name="Arena").click()
     page.wait_for_function("document.querySelector('#pane-0-chat').innerText.includes('you 🍄')")
+    page.get_by_role("tab", name="History").click()
+    with page.expect_download() as download:
+        page.locator("#export").click()
+    lines = [json.loads(x) for x in Path(download.value.path()).read_text(encoding="utf-8").splitlines()]
+    marked = [c for c in lines if any(m["source"] == "person" and m["mark"] == "🍄" for m in c["marks"])]
+    assert marked and marked[0]["model"] == "smollm2-135m" and marked[0]["messages"][0]["role"] == "system"
+    assert any(v["kind"] == "fix" and v["winner"] == "right" for c in lines for v in c["votes"])
     page.get_by_role("tab", name="Leaderboard").click()
     page.wait_for_function(
         "['qwen2.5-coder-0.5b', 'smollm2-135m'].every(m => document.querySelector('#board-fix').innerText.includes(m))"
@@ -205,9 +213,7 @@ def test_battle_hides_the_names_until_the_vote(arena: tuple[str, Path], browser:
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (420, 900)])
-def test_screenshots_and_no_sideways_scrolling(
-    arena: tuple[str, Path], browser: Any, width: int, height: int
-) -> None:
+def test_screenshots_and_no_sideways_scrolling(arena: tuple[str, Path], browser: Any, width: int, height: int) -> None:
     url, _ = arena
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_page(browser, url, width, height)
@@ -216,6 +222,7 @@ def test_screenshots_and_no_sideways_scrolling(
     wait_answers(page, 1, 1)
     page.locator("#pane-1-mark-0").click()
     page.wait_for_function("document.querySelector('#pane-1-chat').innerText.includes('you ✓')")
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=ARTIFACTS / f"arena-{width}x{height}.png")
     page.screenshot(path=ARTIFACTS / f"arena-{width}x{height}-full.png", full_page=True)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

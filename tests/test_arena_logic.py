@@ -3,7 +3,9 @@ Bradley–Terry leaderboard."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,11 @@ from mendlab.arena.session import (
     stream_turns,
     transplant,
 )
+from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import load_scenario
 from mendlab.models.base import Completion, Message, SamplingParams
 from mendlab.models.registry import ModelSpec, Registry
+from tests.conftest import MENDLAB, cli_env
 
 MB = 1024**2
 
@@ -249,3 +253,18 @@ def test_store_keeps_marks_and_votes(tmp_path: Path) -> None:
         ]
         (vote,) = store.votes()
         assert vote["winner"] == "left" and vote["anonymous"] is True
+        store.save_conversation(
+            Conversation(
+                (Message("user", "q"), Message("assistant", "a")), id="c1", model="m", meta={"source": "arena"}
+            )
+        )
+    out = tmp_path / "arena.jsonl"
+    proc = subprocess.run(
+        [MENDLAB, "--db", str(tmp_path / "r.db"), "export", "--arena", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["id"] == "c1" and len(row["marks"]) == 2 and row["votes"][0]["conversation_left"] == "c1"

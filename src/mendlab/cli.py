@@ -6,7 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -190,6 +190,7 @@ def export(
     ctx: typer.Context,
     run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (default: stdout).")] = None,
+    arena: Annotated[bool, typer.Option("--arena", help="Arena conversations with their marks and votes.")] = False,
 ) -> None:
     """Write stored generations as JSONL (messages, output, tokens, timings, parameters)."""
     settings = _settings(ctx)
@@ -198,14 +199,17 @@ def export(
     with ResultsStore(settings.db) as store:
         if run is not None and run not in {r["id"] for r in store.runs()}:
             raise MendlabError(f"{settings.db}: no run named {run!r} (see `mendlab runs`)")
+        def write(fh: TextIO) -> int:
+            return store.export_arena_jsonl(fh) if arena else store.export_jsonl(fh, run)
+
         if out is None:
-            n = store.export_jsonl(sys.stdout, run)
+            n = write(sys.stdout)
         else:
             tmp = out.with_name(out.name + ".tmp")
             with tmp.open("w", encoding="utf-8") as fh:
-                n = store.export_jsonl(fh, run)
+                n = write(fh)
             tmp.replace(out)  # never a half-written export
-    err.print(f"exported {n} generations")
+    err.print(f"exported {n} {'arena conversations' if arena else 'generations'}")
 
 
 @app.command()

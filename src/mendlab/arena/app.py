@@ -7,7 +7,6 @@ picture of the conversations, so what a person sees is what is stored.
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -148,6 +147,7 @@ class ArenaApp:
     def __init__(self, pool: ModelPool, store: ResultsStore, config: ArenaConfig) -> None:
         self.pool, self.store, self.config = pool, store, config
         self.rng = random.Random()
+        self.exports = Path(tempfile.mkdtemp(prefix="mendlab-arena-"))
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, state: ArenaState, pane: Pane) -> None:
@@ -402,11 +402,10 @@ class ArenaApp:
             board_out = [board_fix, board_first]
             board_refresh.click(self.board, None, board_out)
             board_tab.select(self.board, None, board_out)
-            hist_out = [history_pick, history_table, history_pane]
+            hist_out = [history_pick, history_table, history_pane, export]
             history_refresh.click(self.history, [state], hist_out)
             history_tab.select(self.history, [state], hist_out)
             history_open.click(self.open_conversation, [state, history_pick, history_pane], all_out)
-            export.click(self.export, None, export)
         blocks: gr.Blocks = demo
         return blocks
 
@@ -635,7 +634,12 @@ class ArenaApp:
             rows.append([when, c.model or "", len(c.messages), _short(first, 60), c.meta.get("scenario") or "", c.id])
             choices.append((f"{when} · {c.model} · {_short(first, 40)} · {c.id}", c.id))
         names = [p.name for p in state.visible()] if state else list(PANE_NAMES[:2])
-        return [gr.update(choices=choices, value=choices[0][1] if choices else None), rows, gr.update(choices=names)]
+        return [
+            gr.update(choices=choices, value=choices[0][1] if choices else None),
+            rows,
+            gr.update(choices=names),
+            self.export(),  # the download button hands out the file it holds: refreshed with the list
+        ]
 
     def open_conversation(self, state: ArenaState, conv_id: str | None, pane_name: str) -> list[Any]:
         conv = self.store.conversation(conv_id) if conv_id else None
@@ -656,18 +660,9 @@ class ArenaApp:
         return self.render(state)
 
     def export(self) -> str:
-        marks: dict[str, list[dict[str, Any]]] = {}
-        for m in self.store.marks():
-            marks.setdefault(m["conversation"], []).append(m)
-        votes: dict[str, list[dict[str, Any]]] = {}
-        for v in self.store.votes():
-            for side in ("conversation_left", "conversation_right"):
-                votes.setdefault(v[side], []).append(v)
-        out = Path(tempfile.mkdtemp(prefix="mendlab-arena-")) / "arena.jsonl"
-        with out.open("w", encoding="utf-8") as f:
-            for c in self.store.conversations():
-                if c.meta.get("source") != "arena":
-                    continue
-                row = {**c.to_json(), "marks": marks.get(c.id, []), "votes": votes.get(c.id, [])}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out = self.exports / f"arena-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        tmp = out.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            self.store.export_arena_jsonl(f)
+        tmp.replace(out)
         return str(out)

@@ -383,6 +383,24 @@ class ResultsStore:
         )
         return _conversation(rows[0]) if rows else None
 
+    def export_arena_jsonl(self, out: TextIO) -> int:
+        """Arena conversations, one per line, each with its marks and the votes that name it; every
+        line is still a `{"messages": [...]}` conversation that `mendlab generate` can read back."""
+        marks: dict[str, list[dict[str, Any]]] = {}
+        for m in self.marks():
+            marks.setdefault(m["conversation"], []).append(m)
+        votes: dict[str, list[dict[str, Any]]] = {}
+        for v in self.votes():
+            for side in ("conversation_left", "conversation_right"):
+                votes.setdefault(v[side], []).append(v)
+        n = 0
+        for c in self.conversations():
+            if c.meta.get("source") == "arena":
+                row = {**c.to_json(), "marks": marks.get(c.id, []), "votes": votes.get(c.id, [])}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+        return n
+
     def export_jsonl(self, out: TextIO, run_id: str | None = None) -> int:
         n = 0
         for rec in self.generations(run_id):
