@@ -232,3 +232,30 @@ def test_screenshots_and_no_sideways_scrolling(arena: tuple[str, Path], browser:
         assert abs(box0["y"] - box1["y"]) < 2 and box0["x"] < box1["x"]
         assert page.locator("#send").bounding_box()["y"] < height  # the message box is on the first screen
     page.context.close()
+
+
+def test_a_small_memory_budget_evicts_and_the_panes_say_so(registry: Registry, browser: Any, tmp_path: Path) -> None:
+    # 0.6 GiB holds either bundled model (with its KV cache) but not both.
+    demo, pool, store = build_arena(registry, tmp_path / "a.db", MODELS, memory_gb=0.6, max_tokens=8, temperature=0)
+    url = launch(demo, port=free_port(), block=False)
+    try:
+        page = open_page(browser, url)
+        page.locator("#add-pane").click()
+        page.locator("#pane-2").wait_for(state="visible")
+        assert page.locator("#targets").get_by_label("Pane 3").is_visible()
+        tick(page, "Pane 3", False)
+        page.locator("#scripted-0").click()
+        wait_answers(page, 0, 1)
+        wait_answers(page, 1, 1)
+        page.wait_for_function(
+            "['#pane-0-header', '#pane-1-header'].some(s => document.querySelector(s).innerText.includes('evicted'))"
+        )
+        headers = [page.locator(f"#pane-{i}-header").inner_text() for i in (0, 1)]
+        assert sum("evicted" in h for h in headers) == 1 and sum("ready" in h for h in headers) == 1
+        assert "paused" in page.locator("#pane-2-header").inner_text()
+        assert len(pool.resident()) == 1
+        page.context.close()
+    finally:
+        demo.close()
+        pool.close()
+        store.close()

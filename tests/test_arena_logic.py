@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from mendlab.arena.session import (
 )
 from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import load_scenario
+from mendlab.models import model_path
 from mendlab.models.base import Completion, Message, SamplingParams
 from mendlab.models.registry import ModelSpec, Registry
 from tests.conftest import MENDLAB, cli_env
@@ -112,6 +114,40 @@ def test_a_failing_model_shows_its_error_in_its_own_pane_only(registry: Registry
     assert dead.error and dead.conv.messages[-1].role == "user"
     assert pool.status("ghost").startswith("failed")
     assert not any(p.busy for p in state.panes)
+
+
+def test_endpoint_pane_streams_and_a_dead_server_or_full_context_fails_only_its_pane(registry: Registry) -> None:
+    from tests.test_openai_backend import Server, _free_port
+
+    smol = registry.get("smollm2-135m")
+    server = Server(model_path(smol), _free_port())
+    server.start()
+    served = ModelSpec(name="served", backend="openai", base_url=server.url, model="smol", max_retries=0, timeout_s=30)
+    tiny = replace(smol, name="tiny-context", n_ctx=64)
+    pool = ModelPool(Registry({**registry.models, "served": served, "tiny-context": tiny}), 1024 * MB)
+    state = ArenaState()
+    state.shown = 3
+    for pane, name in zip(state.panes, ("served", "smollm2-135m", "tiny-context"), strict=False):
+        pane.model = name
+        add_user(state, pane, "Please say hello to everyone in the room. " * (12 if name == "tiny-context" else 1))
+    params = SamplingParams(max_tokens=8)
+    try:
+        list(stream_turns(pool, state.panes[:3], params, lambda p, c: None))
+        served_pane, local, tiny_pane = state.panes[:3]
+        assert served_pane.conv.messages[-1].role == "assistant" and not served_pane.error
+        assert served_pane.stats[len(served_pane.conv.messages) - 1]["completion_tokens"] > 0
+        assert local.conv.messages[-1].role == "assistant" and not local.error
+        assert "context window is 64" in tiny_pane.error
+        assert dict(pool.resident())["served"] == 0  # an endpoint costs no local memory
+        server.stop()
+        for pane in (served_pane, local):
+            add_user(state, pane, "Again.")
+        list(stream_turns(pool, [served_pane, local], params, lambda p, c: None))
+        assert served_pane.error and served_pane.conv.messages[-1].content == "Again."
+        assert not local.error and local.conv.messages[-1].role == "assistant"
+    finally:
+        server.stop()
+        pool.close()
 
 
 # ---- conversation moves ---------------------------------------------------------------------
@@ -268,3 +304,40 @@ def test_store_keeps_marks_and_votes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     (row,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert row["id"] == "c1" and len(row["marks"]) == 2 and row["votes"][0]["conversation_left"] == "c1"
+
+
+def test_leaderboard_command_prints_ratings_and_plots(tmp_path: Path) -> None:
+    from mendlab.store import ResultsStore
+
+    db = tmp_path / "votes.db"
+    with ResultsStore(db) as store:
+        for i, (kind, winner) in enumerate([("fix", "left")] * 3 + [("fix", "right"), ("first", "tie")]):
+            store.add_vote(
+                {
+                    "session": "s",
+                    "kind": kind,
+                    "winner": winner,
+                    "model_left": "alpha",
+                    "model_right": "beta",
+                    "conversation_left": f"l{i}",
+                    "conversation_right": f"r{i}",
+                    "message_index": 2,
+                    "anonymous": False,
+                }
+            )
+    plot = tmp_path / "ratings.png"
+    proc = subprocess.run(
+        [MENDLAB, "--db", str(db), "leaderboard", "--boot", "50", "-o", str(plot)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    fixes, first = proc.stdout.split("First answers")
+    assert fixes.index("alpha") < fixes.index("beta") and "4 votes" in fixes and "75%" in fixes
+    assert "1 votes" in first and "50%" in first
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run(
+        [MENDLAB, "--db", str(tmp_path / "none.db"), "leaderboard"], capture_output=True, text=True, env=cli_env()
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "none.db" in missing.stderr

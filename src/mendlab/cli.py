@@ -199,6 +199,7 @@ def export(
     with ResultsStore(settings.db) as store:
         if run is not None and run not in {r["id"] for r in store.runs()}:
             raise MendlabError(f"{settings.db}: no run named {run!r} (see `mendlab runs`)")
+
         def write(fh: TextIO) -> int:
             return store.export_arena_jsonl(fh) if arena else store.export_jsonl(fh, run)
 
@@ -443,3 +444,42 @@ def arena(
     finally:
         pool.close()
         store.close()
+
+
+@app.command()
+def leaderboard(
+    ctx: typer.Context,
+    plot: Annotated[Path | None, typer.Option("--plot", "-o", help="Also write the ratings figure (PNG).")] = None,
+    boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+) -> None:
+    """The arena's votes as Bradley–Terry ratings with 95% intervals: fix votes and first answers apart."""
+    from mendlab.arena.app import outcomes
+    from mendlab.arena.ratings import leaderboard as rate
+    from mendlab.reports.arena import TITLES, ratings_figure
+
+    settings = _settings(ctx)
+    if not settings.db.is_file():
+        raise MendlabError(f"{settings.db}: no results store here (vote in `mendlab arena` first, or pass --db)")
+    with ResultsStore(settings.db) as store:
+        votes = store.votes()
+    boards = {kind: rate(outcomes(votes, kind), n_boot=boot) for kind in ("fix", "first")}
+    for kind, board in boards.items():
+        table = Table(title=f"{TITLES[kind]} · {sum(1 for v in votes if v['kind'] == kind)} votes")
+        for col in ("#", "model", "rating", "95% CI", "votes", "win rate"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for i, r in enumerate(board, 1):
+            table.add_row(
+                str(i),
+                escape(r.model),
+                f"{r.rating:.0f}",
+                f"{r.low:.0f} – {r.high:.0f}",
+                str(r.votes),
+                f"{r.wins / r.votes:.0%}",
+            )
+        console.print(table)
+    if plot is not None:
+        png = ratings_figure(boards)
+        if png is None:
+            raise MendlabError(f"{settings.db}: no votes yet, nothing to plot")
+        plot.write_bytes(png)
+        err.print(f"wrote {plot}")

@@ -37,6 +37,7 @@ from mendlab.arena.session import (
 from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import BUILTIN, load_scenario
 from mendlab.models.base import Completion, SamplingParams
+from mendlab.reports.arena import ratings_figure
 from mendlab.store.results import ResultsStore
 
 MAX_SCRIPTED = 8
@@ -175,9 +176,9 @@ class ArenaApp:
             self.store.add_mark(pane.conv.id, idx, "grader", " ".join(g.marks), g.errors, pane.model)
 
     # ---- drawing -----------------------------------------------------------------------------
-    def header(self, state: ArenaState, pane: Pane, targets: Sequence[str] | None = None) -> str:
+    def header(self, state: ArenaState, pane: Pane) -> str:
         status = self.pool.status(pane.model) if pane.model else "no model"
-        paused = " · ⏸ paused" if targets is not None and pane.name not in targets else ""
+        paused = " · ⏸ paused" if pane.name not in state.targets else ""
         return f"**{pane.name}** · {model_label(state, pane)} · {_status_icon(status, pane.busy)}{paused}"
 
     def render(self, state: ArenaState) -> list[Any]:
@@ -209,7 +210,7 @@ class ArenaApp:
         title = "Which side fixed it better?" if vote and vote.kind == "fix" else "Which answer is better?"
         steps = state.scenario.steps if state.scenario else ()
         out += [
-            gr.update(choices=names),
+            gr.update(choices=names, value=[t for t in state.targets if t in names]),
             gr.update(visible=show_vote),
             f"**{title}**" + (" (names are revealed after you vote)" if state.battle and not state.revealed else ""),
             gr.update(choices=names),
@@ -352,6 +353,7 @@ class ArenaApp:
                     "Bradley–Terry ratings (Elo scale), 95% intervals from 500 bootstrap resamples of the votes; "
                     "ties and “both bad” count half a win each."
                 )
+                board_plot = gr.Image(label="Ratings", type="filepath", interactive=False, elem_id="board-plot")
             with gr.Tab("History") as history_tab:
                 with gr.Row(equal_height=True):
                     history_refresh = gr.Button("Refresh", size="sm", scale=0)
@@ -373,7 +375,8 @@ class ArenaApp:
             sampling = [temperature, max_tokens]
 
             demo.load(self.init, inputs=None, outputs=[*all_out, system, scenario])
-            timer.tick(self.tick, inputs=[state, targets], outputs=heads, show_progress="hidden")
+            timer.tick(self.tick, inputs=[state], outputs=heads, show_progress="hidden")
+            targets.input(self.set_targets, [state, targets], heads, show_progress="hidden")
             scenario.input(self.set_scenario, [state, scenario], [*all_out, system])
             system.input(self.set_system, [state, system], None)
             battle.input(self.set_battle, [state, battle], all_out)
@@ -399,7 +402,7 @@ class ArenaApp:
             do_transplant.click(self.transplant, [state, src, dst], all_out)
             for key, btn in vote_buttons.items():
                 btn.click(self.vote(key), [state], all_out)
-            board_out = [board_fix, board_first]
+            board_out = [board_fix, board_first, board_plot]
             board_refresh.click(self.board, None, board_out)
             board_tab.select(self.board, None, board_out)
             hist_out = [history_pick, history_table, history_pane, export]
@@ -420,10 +423,14 @@ class ArenaApp:
             state.system_prompt = state.scenario.system_prompt
         return [*self.render(state), state.system_prompt, scenario or NO_SCENARIO]
 
-    def tick(self, state: ArenaState | None, targets: list[str]) -> list[Any]:
+    def tick(self, state: ArenaState | None) -> list[Any]:
         if state is None:
             return [gr.skip()] * len(PANE_NAMES)
-        return [self.header(state, p, targets) for p in state.panes]
+        return [self.header(state, p) for p in state.panes]
+
+    def set_targets(self, state: ArenaState, targets: list[str]) -> list[Any]:
+        state.targets = list(targets)
+        return self.tick(state)
 
     def set_scenario(self, state: ArenaState, name: str) -> list[Any]:
         state.scenario = None if name == NO_SCENARIO else load_scenario(name)
@@ -453,10 +460,12 @@ class ArenaApp:
 
     def add_pane(self, state: ArenaState, targets: list[str]) -> list[Any]:
         state.shown = min(len(PANE_NAMES), state.shown + 1)
+        state.targets = [*targets, PANE_NAMES[state.shown - 1]]  # a new pane is addressed until unticked
         return self.render(state)
 
     def remove_pane(self, state: ArenaState, targets: list[str]) -> list[Any]:
         state.shown = max(2, state.shown - 1)
+        state.targets = [t for t in targets if t in PANE_NAMES[: state.shown]]
         return self.render(state)
 
     def _generate(self, state: ArenaState, panes: list[Pane], temperature: float, max_tokens: float) -> Iterator[None]:
@@ -467,6 +476,7 @@ class ArenaApp:
         self, state: ArenaState, text: str, targets: list[str], temperature: float, max_tokens: float
     ) -> Iterator[list[Any]]:
         text = text.strip()
+        state.targets = list(targets)
         panes = [p for p in state.visible() if p.name in targets and not p.busy]
         if not text or not panes:
             gr.Warning("Type a message and tick at least one pane." if not text else "No idle pane is ticked.")
@@ -620,9 +630,15 @@ class ArenaApp:
 
         return handler
 
-    def board(self) -> list[list[list[Any]]]:
+    def board(self) -> list[Any]:
         votes = self.store.votes()
-        return [ratings_table(leaderboard(outcomes(votes, kind))) for kind in ("fix", "first")]
+        boards = {kind: leaderboard(outcomes(votes, kind)) for kind in ("fix", "first")}
+        png = ratings_figure(boards)
+        path = None
+        if png is not None:
+            path = self.exports / f"ratings-{len(votes)}.png"
+            path.write_bytes(png)
+        return [ratings_table(boards["fix"]), ratings_table(boards["first"]), str(path) if path else None]
 
     def history(self, state: ArenaState | None) -> list[Any]:
         convs = [c for c in self.store.conversations() if c.meta.get("source") == "arena"]

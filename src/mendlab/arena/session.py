@@ -72,6 +72,7 @@ class ArenaState:
     vote: PendingVote | None = None
     fix_pending: dict[int, bool] = field(default_factory=dict)  # pane -> its last message asked for a fix
     voted: set[tuple[str, str, int]] = field(default_factory=set)  # (left id, right id, message index)
+    targets: list[str] = field(default_factory=lambda: list(PANE_NAMES[:2]))  # panes a message goes to
 
     def visible(self) -> list[Pane]:
         return self.panes[: self.shown]
