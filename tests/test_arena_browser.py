@@ -174,6 +174,8 @@ def test_mark_and_vote_are_in_the_store_after_a_reload(arena: tuple[str, Path], 
         "['qwen2.5-coder-0.5b', 'smollm2-135m'].every(m => document.querySelector('#board-fix').innerText.includes(m))"
     )
     assert "1000" not in page.locator("#board-first").inner_text()  # first-answer votes are rated apart: none yet
+    page.locator("#board-plot img").wait_for(state="visible")
+    page.screenshot(path=ARTIFACTS / "arena-leaderboard-1280x800.png", full_page=True)
     page.context.close()
 
 

@@ -126,9 +126,21 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+FEW_VOTES = 10
+
+
 def ratings_table(ratings: Sequence[Rating]) -> list[list[Any]]:
+    """Rows for the page; an interval from fewer than FEW_VOTES votes is flagged (the bootstrap of a
+    handful of votes is far too narrow)."""
     return [
-        [rank, r.model, round(r.rating), f"{r.low:.0f} – {r.high:.0f}", r.votes, f"{r.wins / r.votes:.0%}"]
+        [
+            rank,
+            r.model,
+            round(r.rating),
+            f"{r.low:.0f} – {r.high:.0f}" + (" †" if r.votes < FEW_VOTES else ""),
+            r.votes,
+            f"{r.wins / r.votes:.0%}",
+        ]
         for rank, r in enumerate(ratings, 1)
     ]
 
@@ -343,7 +355,7 @@ class ArenaApp:
                         temperature = gr.Slider(0, 2, value=cfg.temperature, step=0.05, label="Temperature")
                         max_tokens = gr.Slider(8, 4096, value=cfg.max_tokens, step=8, label="Max new tokens")
             with gr.Tab("Leaderboard") as board_tab:
-                board_refresh = gr.Button("Refresh", size="sm")
+                board_refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
                 gr.Markdown("### Fixes: which side fixed a marked mistake better")
                 headers = ["#", "Model", "Rating", "95% CI", "Votes", "Win rate"]
                 board_fix = gr.Dataframe(headers=headers, interactive=False, elem_id="board-fix")
@@ -351,7 +363,8 @@ class ArenaApp:
                 board_first = gr.Dataframe(headers=headers, interactive=False, elem_id="board-first")
                 gr.Markdown(
                     "Bradley–Terry ratings (Elo scale), 95% intervals from 500 bootstrap resamples of the votes; "
-                    "ties and “both bad” count half a win each."
+                    "ties and “both bad” count half a win each. † fewer than 10 votes: the interval understates "
+                    "the uncertainty."
                 )
                 board_plot = gr.Image(label="Ratings", type="filepath", interactive=False, elem_id="board-plot")
             with gr.Tab("History") as history_tab:

@@ -17,7 +17,7 @@ def ratings_figure(boards: Mapping[str, Sequence[Rating]]) -> bytes | None:
         return None
     plt = pyplot()
     rows = max(len(boards[k]) for k in kinds)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 0.55 * rows + 1.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 0.55 * rows + 1.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         board = list(reversed(boards[kind]))  # best at the top
         y = range(len(board))
@@ -26,7 +26,7 @@ def ratings_figure(boards: Mapping[str, Sequence[Rating]]) -> bytes | None:
         ax.errorbar(ratings, list(y), xerr=err, fmt="o", color="#1f77b4", ecolor="#9ecae1", elinewidth=3, capsize=0)
         ax.set_yticks(list(y), [f"{r.model} ({r.votes})" for r in board])
         ax.axvline(1000, color="#bbbbbb", lw=0.8, zorder=0)
-        ax.set_xlabel("Bradley–Terry rating (Elo scale), 95% bootstrap interval")
+        ax.set_xlabel("Bradley–Terry rating (Elo scale) with 95% interval")
         ax.set_title(TITLES.get(kind, kind), fontsize=10)
         ax.margins(y=0.3)
         ax.spines[["top", "right"]].set_visible(False)
