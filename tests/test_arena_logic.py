@@ -341,3 +341,27 @@ def test_leaderboard_command_prints_ratings_and_plots(tmp_path: Path) -> None:
         [MENDLAB, "--db", str(tmp_path / "none.db"), "leaderboard"], capture_output=True, text=True, env=cli_env()
     )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "none.db" in missing.stderr
+
+
+def test_arena_command_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cases = (
+            (["-m", "nope"], "unknown model 'nope'"),
+            (["--scenario", "bogus"], "bogus: no such scenario"),
+            (["--port", str(port)], f"cannot serve the arena on 127.0.0.1:{port}"),
+        )
+        for args, message in cases:
+            proc = subprocess.run(
+                [MENDLAB, "--db", str(tmp_path / "a.db"), "arena", *args],
+                capture_output=True,
+                text=True,
+                env=cli_env(),
+                timeout=120,
+            )
+            assert proc.returncode == 2, proc.stderr
+            assert message in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -438,9 +438,10 @@ def arena(
     demo, pool, store = build_arena(
         registry, settings.db, models or (), memory_gb, scenario or None, max_tokens, temperature
     )
-    console.print(f"[bold]mendlab arena[/] on http://{host}:{port} · results in {settings.db} · Ctrl-C stops")
     try:
-        launch(demo, host, port or None)
+        url = launch(demo, host, port or None, block=False)
+        console.print(f"[bold]mendlab arena[/] on {url} · results in {settings.db} · Ctrl-C stops")
+        demo.block_thread()
     finally:
         pool.close()
         store.close()

@@ -71,7 +71,11 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
     from mendlab.arena.app import CSS
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    _, url, _ = demo.queue(default_concurrency_limit=16).launch(
-        server_name=host, server_port=port, css=CSS, quiet=True, footer_links=[], prevent_thread_lock=not block
-    )
+    try:
+        _, url, _ = demo.queue(default_concurrency_limit=16).launch(
+            server_name=host, server_port=port, css=CSS, quiet=True, footer_links=[], prevent_thread_lock=not block
+        )
+    except OSError as exc:
+        where = f"{host}:{port}" if port else host
+        raise MendlabError(f"cannot serve the arena on {where}: {str(exc).split('. ')[0]} (try --port)") from None
     return str(url)
