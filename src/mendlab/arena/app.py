@@ -98,7 +98,8 @@ def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
             badges.append(f"`you {pane.person[i]}`")
         s = pane.stats.get(i)
         if s:
-            badges.append(f"`{s['tokens_per_s']} tok/s`")
+            window = f"/{s['context_window']}" if s.get("context_window") else ""
+            badges.append(f"`{s['tokens_per_s']} tok/s · ctx {s['prompt_tokens'] + s['completion_tokens']}{window}`")
         text = m.content + ("\n```" if m.content.count("```") % 2 else "")  # a cut-off fence would swallow the badges
         out.append({"role": "assistant", "content": text + ("\n\n" + " ".join(badges) if badges else "")})
     if pane.partial is not None:
