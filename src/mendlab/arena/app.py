@@ -242,7 +242,7 @@ class ArenaApp:
         with gr.Blocks(title="mendlab arena") as demo:
             state = gr.State()
             with gr.Tab("Arena"):
-                with gr.Row(equal_height=True, elem_classes="top-row"):
+                with gr.Row(equal_height=False, elem_classes="top-row"):
                     scenario = gr.Dropdown(
                         scenario_choices,
                         value=cfg.default_scenario or NO_SCENARIO,
@@ -274,7 +274,7 @@ class ArenaApp:
                                     elem_id=f"pane-{i}-model",
                                 )
                             chat = gr.Chatbot(
-                                height=300,
+                                height=290,
                                 show_label=False,
                                 elem_id=f"pane-{i}-chat",
                                 elem_classes="pane-chat",
@@ -297,9 +297,10 @@ class ArenaApp:
                                     gr.Button(mk, size="sm", scale=0, min_width=48, elem_id=f"pane-{i}-mark-{k}")
                                     for k, mk in enumerate(PERSON_MARKS)
                                 ]
-                            with gr.Row(equal_height=True, elem_classes="mark-row"):
-                                retry = gr.Button("↻ Retry", size="sm", elem_id=f"pane-{i}-retry")
-                                clear = gr.Button("Clear", size="sm", elem_id=f"pane-{i}-clear")
+                                retry = gr.Button(
+                                    "↻ Retry", size="sm", scale=0, min_width=84, elem_id=f"pane-{i}-retry"
+                                )
+                                clear = gr.Button("Clear", size="sm", scale=0, min_width=60, elem_id=f"pane-{i}-clear")
                             with gr.Accordion("Fork: edit a past message and resample", open=False):
                                 fork_turn = gr.Dropdown([], label="Message", interactive=True)
                                 fork_text = gr.Textbox(label="New text", lines=2, elem_id=f"pane-{i}-fork-text")
