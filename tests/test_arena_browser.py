@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from mendlab.arena import build_arena, launch
 from mendlab.models.registry import Registry
+from tests.test_openai_backend import _free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -23,17 +23,11 @@ MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it as root)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def arena(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     db = tmp_path_factory.mktemp("arena") / "arena.db"
     demo, pool, store = build_arena(registry, db, MODELS, memory_gb=4, max_tokens=16, temperature=0)
-    url = launch(demo, port=free_port(), block=False)
+    url = launch(demo, port=_free_port(), block=False)
     yield url, db
     demo.close()
     pool.close()
@@ -239,7 +233,7 @@ def test_screenshots_and_no_sideways_scrolling(arena: tuple[str, Path], browser:
 def test_a_small_memory_budget_evicts_and_the_panes_say_so(registry: Registry, browser: Any, tmp_path: Path) -> None:
     # 0.6 GiB holds either bundled model (with its KV cache) but not both.
     demo, pool, store = build_arena(registry, tmp_path / "a.db", MODELS, memory_gb=0.6, max_tokens=8, temperature=0)
-    url = launch(demo, port=free_port(), block=False)
+    url = launch(demo, port=_free_port(), block=False)
     try:
         page = open_page(browser, url)
         page.locator("#add-pane").click()

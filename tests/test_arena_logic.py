@@ -217,6 +217,8 @@ def test_a_vote_is_on_a_fix_only_after_a_marked_mistake() -> None:
         answer(state, i, "b")
     vote = pending_vote(state)
     assert vote is not None and vote.kind == "fix" and vote.message_index == 3
+    state.voted.add(vote.key)
+    assert pending_vote(state) is None  # one vote per pair of answers
 
 
 def test_with_a_scenario_the_graders_verdict_makes_the_next_message_a_fix_request() -> None:
@@ -264,31 +266,19 @@ def test_an_undefeated_model_stays_finite_and_ties_split_evenly() -> None:
 
 
 def test_store_keeps_marks_and_votes(tmp_path: Path) -> None:
-    from mendlab.store import ResultsStore
+    from mendlab.store import ResultsStore, Vote
 
     with ResultsStore(tmp_path / "r.db") as store:
         store.add_mark("c1", 2, "grader", "🍄", ["wrong_time"], "m")
         store.add_mark("c1", 2, "person", "✓", [], "m")
-        store.add_vote(
-            {
-                "session": "s",
-                "kind": "fix",
-                "winner": "left",
-                "model_left": "a",
-                "model_right": "b",
-                "conversation_left": "c1",
-                "conversation_right": "c2",
-                "message_index": 2,
-                "anonymous": True,
-            }
-        )
+        store.add_vote(Vote("s", "fix", "left", "a", "b", "c1", "c2", message_index=2, anonymous=True))
     with ResultsStore(tmp_path / "r.db") as store:
-        assert [(m["source"], m["mark"], m["errors"]) for m in store.marks("c1")] == [
-            ("grader", "🍄", ["wrong_time"]),
-            ("person", "✓", []),
+        assert [(m.source, m.mark, m.errors) for m in store.marks("c1")] == [
+            ("grader", "🍄", ("wrong_time",)),
+            ("person", "✓", ()),
         ]
         (vote,) = store.votes()
-        assert vote["winner"] == "left" and vote["anonymous"] is True
+        assert vote.winner == "left" and vote.anonymous is True and vote.created > 0
         store.save_conversation(
             Conversation(
                 (Message("user", "q"), Message("assistant", "a")), id="c1", model="m", meta={"source": "arena"}
@@ -307,24 +297,12 @@ def test_store_keeps_marks_and_votes(tmp_path: Path) -> None:
 
 
 def test_leaderboard_command_prints_ratings_and_plots(tmp_path: Path) -> None:
-    from mendlab.store import ResultsStore
+    from mendlab.store import ResultsStore, Vote
 
     db = tmp_path / "votes.db"
     with ResultsStore(db) as store:
         for i, (kind, winner) in enumerate([("fix", "left")] * 3 + [("fix", "right"), ("first", "tie")]):
-            store.add_vote(
-                {
-                    "session": "s",
-                    "kind": kind,
-                    "winner": winner,
-                    "model_left": "alpha",
-                    "model_right": "beta",
-                    "conversation_left": f"l{i}",
-                    "conversation_right": f"r{i}",
-                    "message_index": 2,
-                    "anonymous": False,
-                }
-            )
+            store.add_vote(Vote("s", kind, winner, "alpha", "beta", f"l{i}", f"r{i}", message_index=2, anonymous=False))
     plot = tmp_path / "ratings.png"
     proc = subprocess.run(
         [MENDLAB, "--db", str(db), "leaderboard", "--boot", "50", "-o", str(plot)],

@@ -454,7 +454,7 @@ def leaderboard(
     boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
 ) -> None:
     """The arena's votes as Bradley–Terry ratings with 95% intervals: fix votes and first answers apart."""
-    from mendlab.arena.app import outcomes
+    from mendlab.arena.app import outcomes, ratings_table
     from mendlab.arena.ratings import leaderboard as rate
     from mendlab.reports.arena import TITLES, ratings_figure
 
@@ -465,18 +465,14 @@ def leaderboard(
         votes = store.votes()
     boards = {kind: rate(outcomes(votes, kind), n_boot=boot) for kind in ("fix", "first")}
     for kind, board in boards.items():
-        table = Table(title=f"{TITLES[kind]} · {sum(1 for v in votes if v['kind'] == kind)} votes")
+        table = Table(
+            title=f"{TITLES[kind]} · {sum(1 for v in votes if v.kind == kind)} votes",
+            caption="† fewer than 10 votes: the interval understates the uncertainty" if board else None,
+        )
         for col in ("#", "model", "rating", "95% CI", "votes", "win rate"):
             table.add_column(col, justify="left" if col == "model" else "right")
-        for i, r in enumerate(board, 1):
-            table.add_row(
-                str(i),
-                escape(r.model),
-                f"{r.rating:.0f}",
-                f"{r.low:.0f} – {r.high:.0f}",
-                str(r.votes),
-                f"{r.wins / r.votes:.0%}",
-            )
+        for row in ratings_table(board):
+            table.add_row(*(escape(str(x)) for x in row))
         console.print(table)
     if plot is not None:
         png = ratings_figure(boards)

@@ -11,7 +11,7 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import BUILTIN, load_scenario
 from mendlab.models.base import Completion, SamplingParams
 from mendlab.reports.arena import ratings_figure
-from mendlab.store.results import ResultsStore
+from mendlab.store.results import ResultsStore, Vote
 
 MAX_SCRIPTED = 8
 NO_SCENARIO = "(none)"
@@ -122,6 +122,11 @@ def stats_line(pane: Pane) -> str:
     return f"{s['tokens_per_s']} tok/s · context {used}{window} tokens{first}"
 
 
+def _picked(choice: int | None, indices: Sequence[int]) -> int | None:
+    """A person's pick survives redraws (another pane streaming redraws every pane); else the latest."""
+    return choice if choice in indices else (indices[-1] if indices else None)
+
+
 def _short(text: str, n: int = 48) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -146,12 +151,12 @@ def ratings_table(ratings: Sequence[Rating]) -> list[list[Any]]:
     ]
 
 
-def outcomes(votes: Sequence[dict[str, Any]], kind: str) -> list[tuple[str, str, float]]:
+def outcomes(votes: Sequence[Vote], kind: str) -> list[tuple[str, str, float]]:
     score = {"left": 1.0, "right": 0.0, "tie": 0.5, "both_bad": 0.5}
     return [
-        (v["model_left"], v["model_right"], score[v["winner"]])
+        (v.model_left, v.model_right, score[v.winner])
         for v in votes
-        if v["kind"] == kind and v["model_left"] != v["model_right"]
+        if v.kind == kind and v.model_left != v.model_right
     ]
 
 
@@ -176,9 +181,7 @@ class ArenaApp:
             "stats": {str(i): s for i, s in pane.stats.items()},
             "updated": time.time(),
         }
-        pane.conv = Conversation(
-            pane.conv.messages, pane.conv.id, pane.conv.parent, pane.conv.fork_turn, pane.model, meta
-        )
+        pane.conv = replace(pane.conv, model=pane.model, meta=meta)
         self.store.save_conversation(pane.conv)
 
     def on_answer(self, state: ArenaState, pane: Pane, completion: Completion) -> None:
@@ -209,22 +212,20 @@ class ArenaApp:
                     choices=[
                         (f"#{n}: {_short(pane.conv.messages[i].content, 30)}", i) for n, i in enumerate(answers, 1)
                     ],
-                    value=answers[-1] if answers else None,
+                    value=_picked(pane.mark_at, answers),
                 ),
                 gr.update(
                     choices=[(f"#{n}: {_short(pane.conv.messages[i].content, 40)}", i) for n, i in enumerate(users, 1)],
-                    value=users[-1] if users else None,
+                    value=_picked(pane.fork_from, users),
                 ),
             ]
         names = [p.name for p in state.visible()]
         vote = pending_vote(state)
-        key = (state.panes[0].conv.id, state.panes[1].conv.id, vote.message_index) if vote else None
-        show_vote = vote is not None and key not in state.voted
         title = "Which side fixed it better?" if vote and vote.kind == "fix" else "Which answer is better?"
         steps = state.scenario.steps if state.scenario else ()
         out += [
             gr.update(choices=names, value=[t for t in state.targets if t in names]),
-            gr.update(visible=show_vote),
+            gr.update(visible=vote is not None),
             f"**{title}**" + (" (names are revealed after you vote)" if state.battle and not state.revealed else ""),
             gr.update(choices=names),
             gr.update(choices=names),
@@ -413,6 +414,7 @@ class ArenaApp:
                     btn.click(self.mark(i, mk), [state, mark_turn], all_out)
                 fork.click(self.fork(i), [state, fork_turn, fork_text, *sampling], all_out, show_progress="hidden")
                 fork_turn.input(self.fork_text(i), [state, fork_turn], fork_text)
+                mark_turn.input(self.pick_mark_turn(i), [state, mark_turn], None)
                 chat.select(self.select(i), [state], [mark_turn, fork_turn, fork_text])
             do_transplant.click(self.transplant, [state, src, dst], all_out)
             for key, btn in vote_buttons.items():
@@ -578,8 +580,15 @@ class ArenaApp:
 
         return handler
 
+    def pick_mark_turn(self, i: int) -> Any:
+        def handler(state: ArenaState, turn: int | None) -> None:
+            state.panes[i].mark_at = turn
+
+        return handler
+
     def fork_text(self, i: int) -> Any:
         def handler(state: ArenaState, turn: int | None) -> str:
+            state.panes[i].fork_from = turn
             msgs = state.panes[i].conv.messages
             return msgs[turn].content if turn is not None and 0 <= turn < len(msgs) else ""
 
@@ -592,9 +601,12 @@ class ArenaApp:
             if not isinstance(index, int) or not 0 <= index < len(shown):
                 return [gr.skip(), gr.skip(), gr.skip()]
             k = shown[index]
-            msg = state.panes[i].conv.messages[k]
+            pane = state.panes[i]
+            msg = pane.conv.messages[k]
             if msg.role == "assistant":
+                pane.mark_at = k
                 return [gr.update(value=k), gr.skip(), gr.skip()]
+            pane.fork_from = k
             return [gr.skip(), gr.update(value=k), msg.content]
 
         return handler
@@ -622,22 +634,20 @@ class ArenaApp:
             if vote is None or left.model is None or right.model is None:
                 gr.Warning("Nothing to vote on: both sides must answer the same message")
                 return self.render(state)
-            key = (left.conv.id, right.conv.id, vote.message_index)
-            if key not in state.voted:
-                self.store.add_vote(
-                    {
-                        "session": state.session,
-                        "kind": vote.kind,
-                        "winner": winner,
-                        "model_left": left.model,
-                        "model_right": right.model,
-                        "conversation_left": left.conv.id,
-                        "conversation_right": right.conv.id,
-                        "message_index": vote.message_index,
-                        "anonymous": state.battle,
-                    }
+            self.store.add_vote(
+                Vote(
+                    session=state.session,
+                    kind=vote.kind,
+                    winner=winner,
+                    model_left=left.model,
+                    model_right=right.model,
+                    conversation_left=vote.left,
+                    conversation_right=vote.right,
+                    message_index=vote.message_index,
+                    anonymous=state.battle,
                 )
-                state.voted.add(key)
+            )
+            state.voted.add(vote.key)
             if state.battle:
                 state.revealed = True
                 gr.Info(f"Left was {left.model}, right was {right.model}")
@@ -683,7 +693,7 @@ class ArenaApp:
             pane.model = conv.model
         stats = conv.meta.get("stats", {})
         pane.stats = {int(k): v for k, v in stats.items()} if isinstance(stats, dict) else {}
-        pane.person = {m["message_index"]: m["mark"] for m in self.store.marks(conv.id) if m["source"] == "person"}
+        pane.person = {m.message_index: m.mark for m in self.store.marks(conv.id) if m.source == "person"}
         pane.error = ""
         scenario = conv.meta.get("scenario")
         if scenario and (state.scenario is None or state.scenario.name != scenario) and scenario in BUILTIN:

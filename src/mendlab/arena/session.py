@@ -35,6 +35,8 @@ class Pane:
     conv: Conversation = field(default_factory=Conversation)
     stats: dict[int, dict[str, Any]] = field(default_factory=dict)  # message index -> speed and context
     person: dict[int, str] = field(default_factory=dict)  # message index -> the person's mark
+    mark_at: int | None = None  # the answer picked for marking (None: the latest)
+    fork_from: int | None = None  # the user message picked for a fork (None: the latest)
     partial: str | None = None  # text streamed so far, while generating
     error: str = ""
     busy: bool = False
@@ -56,8 +58,14 @@ class Pane:
 
 @dataclass(frozen=True)
 class PendingVote:
+    left: str  # conversation ids
+    right: str
     message_index: int  # the answers voted on are messages at this index in both panes
     kind: str  # "fix": the message asked to fix a marked mistake; "first": a first answer
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.left, self.right, self.message_index
 
 
 @dataclass
@@ -160,7 +168,7 @@ def transplant(state: ArenaState, src: Pane, dst: Pane) -> None:
 
 
 def pending_vote(state: ArenaState) -> PendingVote | None:
-    """A vote is due when left and right both answered the same last message."""
+    """A vote is due when left and right both answered the same last message and it was not cast yet."""
     left, right = state.panes[0], state.panes[1]
     lm, rm = left.conv.messages, right.conv.messages
     if not lm or not rm or lm[-1].role != "assistant" or rm[-1].role != "assistant":
@@ -171,7 +179,8 @@ def pending_vote(state: ArenaState) -> PendingVote | None:
         return None
     fix = state.fix_pending.get(0, False) or state.fix_pending.get(1, False)
     fix = fix or any(m.origin is not None for m in (*lm, *rm))
-    return PendingVote(len(lm) - 1, "fix" if fix else "first")
+    vote = PendingVote(left.conv.id, right.conv.id, len(lm) - 1, "fix" if fix else "first")
+    return None if vote.key in state.voted else vote
 
 
 def start_battle(state: ArenaState, models: Sequence[str], rng: random.Random) -> None:
@@ -247,7 +256,7 @@ def stream_turns(
                     "context_window": window.get(pane.index),
                     "finish_reason": comp.finish_reason,
                 }
-                pane.partial = None
+                pane.partial, pane.mark_at = None, None  # a new answer is the one to mark
                 on_done(pane, comp)
             elif kind == "error":
                 pane.error = value

@@ -1,5 +1,5 @@
 """Where results live: a SQLite file that survives kill -9 and lets runs resume."""
 
-from mendlab.store.results import DEFAULT_DB, GenerationRecord, ResultsStore, resume_key
+from mendlab.store.results import DEFAULT_DB, GenerationRecord, Mark, ResultsStore, Vote, resume_key
 
-__all__ = ["DEFAULT_DB", "GenerationRecord", "ResultsStore", "resume_key"]
+__all__ = ["DEFAULT_DB", "GenerationRecord", "Mark", "ResultsStore", "Vote", "resume_key"]

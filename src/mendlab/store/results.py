@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -178,6 +178,39 @@ class GenerationRecord:
             "resume_key": self.resume_key,
             **({"meta": dict(self.meta)} if self.meta else {}),
         }
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A mark on an assistant turn: by the grader (with its error types) or by a person."""
+
+    conversation: str
+    message_index: int
+    source: str  # "grader" or "person"
+    mark: str
+    errors: tuple[str, ...]
+    model: str | None
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A person's verdict on left vs right answering the same message; `kind` is "fix" or "first"."""
+
+    session: str
+    kind: str
+    winner: str  # left | right | tie | both_bad
+    model_left: str
+    model_right: str
+    conversation_left: str
+    conversation_right: str
+    message_index: int
+    anonymous: bool
+    created: float = 0.0
+
+
+MARK_FIELDS = tuple(f.name for f in fields(Mark))
+VOTE_FIELDS = tuple(f.name for f in fields(Vote))
 
 
 class ResultsStore:
@@ -355,27 +388,22 @@ class ResultsStore:
                 (conversation, message_index, source, mark, json.dumps(list(errors)), model, time.time()),
             )
 
-    def marks(self, conversation: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT conversation, message_index, source, mark, errors, model, created FROM marks"
-        rows = self._read(sql + (" WHERE conversation = ?" if conversation else "") + " ORDER BY id",
-                          (conversation,) if conversation else ())
-        keys = ("conversation", "message_index", "source", "mark", "errors", "model", "created")
-        return [{**dict(zip(keys, r, strict=True)), "errors": json.loads(r[4])} for r in rows]
+    def marks(self, conversation: str | None = None) -> list[Mark]:
+        where, args = (" WHERE conversation = ?", (conversation,)) if conversation else ("", ())
+        rows = self._read(f"SELECT {', '.join(MARK_FIELDS)} FROM marks{where} ORDER BY id", args)
+        return [Mark(**{**dict(zip(MARK_FIELDS, r, strict=True)), "errors": tuple(json.loads(r[4]))}) for r in rows]
 
-    def add_vote(self, vote: Mapping[str, Any]) -> None:
-        cols = ("session", "kind", "winner", "model_left", "model_right", "conversation_left",
-                "conversation_right", "message_index", "anonymous")
+    def add_vote(self, vote: Vote) -> None:
+        cols = VOTE_FIELDS[:-1]  # created is set here
         with self._tx() as db:
             db.execute(
                 f"INSERT INTO votes({', '.join(cols)}, created) VALUES ({', '.join('?' * (len(cols) + 1))})",
-                (*(vote[c] for c in cols), time.time()),
+                (*(getattr(vote, c) for c in cols), time.time()),
             )
 
-    def votes(self) -> list[dict[str, Any]]:
-        keys = ("session", "kind", "winner", "model_left", "model_right", "conversation_left",
-                "conversation_right", "message_index", "anonymous", "created")
-        rows = self._read(f"SELECT {', '.join(keys)} FROM votes ORDER BY id")
-        return [{**dict(zip(keys, r, strict=True)), "anonymous": bool(r[8])} for r in rows]
+    def votes(self) -> list[Vote]:
+        rows = self._read(f"SELECT {', '.join(VOTE_FIELDS)} FROM votes ORDER BY id")
+        return [Vote(**{**dict(zip(VOTE_FIELDS, r, strict=True)), "anonymous": bool(r[8])}) for r in rows]
 
     def conversation(self, conv_id: str) -> Conversation | None:
         rows = self._read(
@@ -388,11 +416,11 @@ class ResultsStore:
         line is still a `{"messages": [...]}` conversation that `mendlab generate` can read back."""
         marks: dict[str, list[dict[str, Any]]] = {}
         for m in self.marks():
-            marks.setdefault(m["conversation"], []).append(m)
+            marks.setdefault(m.conversation, []).append(asdict(m))
         votes: dict[str, list[dict[str, Any]]] = {}
         for v in self.votes():
-            for side in ("conversation_left", "conversation_right"):
-                votes.setdefault(v[side], []).append(v)
+            for conv in {v.conversation_left, v.conversation_right}:
+                votes.setdefault(conv, []).append(asdict(v))
         n = 0
         for c in self.conversations():
             if c.meta.get("source") == "arena":
