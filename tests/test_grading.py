@@ -139,7 +139,7 @@ def test_conversation_marks_fix_regression_and_recurring() -> None:
         _dialog(
             "Add a meeting with Fred on Nov 11 at 5PM",
             f'{A}("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)',
-            "The current year is 2024.",  # scripted feedback
+            "The current year is 2024.",  # a scripted step, not feedback: the script says it to everyone
             good,
             "I'm going to a rock concert in the evening of the same day at 8pm. Add a calendar entry for that.",
             f'{A}("Rock Concert", date="2024-11-11", time="8:00 PM", duration=30)',
@@ -153,17 +153,37 @@ def test_conversation_marks_fix_regression_and_recurring() -> None:
     )
     assert [g.marks for g in grades] == [
         ("✓", "🍄"),
-        ("🥦",),
+        ("✓",),
         ("✓", "🍄"),
         ("🥦", "(🍄)"),
         ("✓", "(🍄)"),
         ("🔥",),
     ]
-    assert [g.step for g in grades] == [1, 1, 3, 3, 4, 5]
-    assert [g.attempt for g in grades] == [0, 1, 0, 1, 0, 0]
-    assert grades[1].fixed and grades[1].pointed == ("wrong_year",)
+    assert [g.step for g in grades] == [1, 2, 3, 3, 4, 5]
+    assert [g.attempt for g in grades] == [0, 0, 0, 1, 0, 0]
+    assert not grades[1].fixed and grades[1].pointed == ()  # right, but not a fix: nobody pointed anything out
     assert grades[3].fixed and grades[3].regression and grades[3].errors == ("wrong_year",)
     assert grades[4].recurring == ("time_12h",)
+
+
+def test_scripted_correction_after_a_wrong_answer_is_a_step_not_a_fix() -> None:
+    """The script's "The current year is 2024." is said to every model at every rung: it is the answer
+    to step 2, graded against step 1's call, and never a fix attempt (a rung's feedback before it is)."""
+    grades = grade_conversation(
+        CAL,
+        _dialog(
+            "Add a meeting with Fred on Nov 11 at 5PM",
+            f'{A}("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)',
+            "The year is wrong.",  # the rung's feedback: a fix attempt follows
+            f'{A}("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)',
+            "The current year is 2024.",  # the script: a new step
+            FRED,
+        ),
+    )
+    assert [(g.step, g.attempt) for g in grades] == [(1, 0), (1, 1), (2, 0)]
+    assert grades[1].pointed == ("wrong_year",) and not grades[1].pointed_gone
+    assert grades[2].correct and not grades[2].fixed and grades[2].marks == ("✓",)
+    assert grades[2].expected == FRED
 
 
 def test_three_errors_is_double_fire_and_unfixed_stays_mushroom() -> None:

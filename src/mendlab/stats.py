@@ -1,13 +1,20 @@
-"""Confidence intervals for rates: a percentile bootstrap that resamples whole conversations (turns of one
-dialog are not independent), widened to at least the Wilson score interval, so that 5/5 reads as
-"somewhere above 57%" and not as a certainty the bootstrap cannot see past."""
+"""Confidence intervals for rates: a percentile bootstrap that resamples whole clusters (the turns of one
+dialog, the attempts on one replayed mistake: they are not independent), widened to at least the Wilson
+score interval, so that 5/5 reads as "somewhere above 57%" and not as a certainty the bootstrap cannot
+see past."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 6)
 
 
 @dataclass(frozen=True)
@@ -23,21 +30,73 @@ class Estimate:
             return "n/a"
         return f"{self.value:.0%} [{self.low:.0%}, {self.high:.0%}] ({self.successes}/{self.trials})"
 
+    def to_json(self) -> dict[str, Any]:
+        """k/n with the interval; null where there were no trials (JSON has no NaN)."""
+        return {
+            "k": self.successes,
+            "n": self.trials,
+            "value": _num(self.value),
+            "low": _num(self.low),
+            "high": _num(self.high),
+        }
 
-def ratio_ci(clusters: Sequence[tuple[int, int]], reps: int = 2000, seed: int = 0, level: float = 0.95) -> Estimate:
-    """successes/trials with a percentile bootstrap interval over clusters of (successes, trials)."""
+
+@dataclass(frozen=True)
+class MeanEstimate:
+    """A mean over items that come in clusters (turns to fix, over the fixed mistakes of each dialog)."""
+
+    value: float
+    low: float
+    high: float
+    n: int  # items averaged
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return "n/a"
+        return f"{self.value:.1f} [{self.low:.1f}, {self.high:.1f}] (n={self.n})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": _num(self.value), "n": self.n, "low": _num(self.low), "high": _num(self.high)}
+
+
+def cluster_bootstrap(
+    clusters: Sequence[tuple[float, float]], reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of sum(x)/sum(n) when whole clusters (x, n) are drawn with replacement.
+    Clusters with n = 0 carry no trials and are left out; none left gives (nan, nan)."""
     data = np.array([c for c in clusters if c[1] > 0], dtype=float).reshape(-1, 2)
     if len(data) == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
-    s, t = int(data[:, 0].sum()), int(data[:, 1].sum())
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(data), size=(reps, len(data)))
     sums = data[idx].sum(axis=1)  # (reps, 2)
     ratios = sums[:, 0] / sums[:, 1]
     alpha = (1 - level) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def ratio_ci(clusters: Sequence[tuple[int, int]], reps: int = 2000, seed: int = 0, level: float = 0.95) -> Estimate:
+    """successes/trials with a percentile bootstrap interval over clusters of (successes, trials)."""
+    kept = [c for c in clusters if c[1] > 0]
+    if not kept:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    s, t = sum(c[0] for c in kept), sum(c[1] for c in kept)
+    low, high = cluster_bootstrap(kept, reps, seed, level)
     w_low, w_high = wilson(s, t, level)
-    return Estimate(s / t, float(min(low, w_low)), float(max(high, w_high)), s, t)
+    return Estimate(s / t, min(low, w_low), max(high, w_high), s, t)
+
+
+def mean_ci(
+    clusters: Sequence[tuple[float, int]], reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> MeanEstimate:
+    """The mean of items given per cluster as (sum, count), with the cluster bootstrap interval."""
+    kept = [c for c in clusters if c[1] > 0]
+    if not kept:
+        return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
+    total, n = sum(c[0] for c in kept), sum(c[1] for c in kept)
+    low, high = cluster_bootstrap(kept, reps, seed, level)
+    return MeanEstimate(total / n, low, high, n)
 
 
 def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:

@@ -2,16 +2,21 @@
 
 - reliability: system prompt + first request, N independent samples;
 - dialog: the whole script; after a wrong answer the simulated user says what is wrong (rules at
-  a rung, or a critic model) and the model gets up to K tries before the script moves on;
+  a rung, or a critic model) and the model gets up to K tries before the script moves on. Scripted
+  turns, the correction "The current year is 2024." included, are steps like any other: only the
+  rung's own words are feedback, so rungs are compared on what they said and nothing else;
 - replay: mistakes harvested from runs (plus the scenario's seed mistakes) are put in another
   model's mouth as its own last turn, followed by the fix request; 3 attempts each.
 
 Each experiment is a plain function over a `ChatModel`; wrapping the model in `RecordedModel`
-makes it resumable. Every dialog is saved as a conversation with its grades in `meta`.
+makes it resumable. Every dialog is saved as a conversation with its grades in `meta`. Each rung's
+dialog and each replayed mistake samples with a seed of its own (`derive_seed`), so that rungs are
+independent measurements rather than three readings of one sampled first answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,6 +26,7 @@ from mendlab.dialogs.feedback import Critic, Rung, rule_feedback
 from mendlab.dialogs.grading import GARBAGE, DialogGrader, TurnGrade, check_reply
 from mendlab.dialogs.scenario import Scenario
 from mendlab.models import ChatModel, Message, SamplingParams
+from mendlab.sampling import derive_seed
 from mendlab.store import ResultsStore
 
 KINDS = {
@@ -92,6 +98,11 @@ def run_reliability(model: ChatModel, scenario: Scenario, tries: int, params: Sa
     return out
 
 
+def dialog_params(params: SamplingParams, rung: str, rep: int) -> SamplingParams:
+    """The sampling of one rung's repetition: its own seed, drawn from the run's."""
+    return replace(params, seed=derive_seed(params.seed, "dialog", rung, rep))
+
+
 def play_dialog(
     model: ChatModel,
     scenario: Scenario,
@@ -101,6 +112,7 @@ def play_dialog(
     critic: Critic | None = None,
     rep: int = 0,
 ) -> DialogResult:
+    """One dialog, sampled with `params` as given (see `dialog_params` for the seed of a rung's rep)."""
     history = _opening(scenario)
     grader = DialogGrader(scenario)
     grades: list[TurnGrade] = []
@@ -112,13 +124,10 @@ def play_dialog(
         grades.append(grade)
         return grade
 
-    steps = scenario.steps
-    for idx, step in enumerate(steps):
+    for step in scenario.steps:
         history.append(Message("user", step.user))
         grader.user(step.user)
         grade = answer()
-        if idx + 1 < len(steps) and steps[idx + 1].feedback:
-            continue  # the script itself points the mistake out on the next turn
         fixes = 0
         while grade.errors and fixes < max_fixes:
             want = grader.expected()
@@ -194,8 +203,14 @@ def harvest_mistakes(scenario: Scenario, results: Sequence[DialogResult], per_ki
     for m in candidates:
         if counts.get(m.kind, 0) < per_kind:
             counts[m.kind] = counts.get(m.kind, 0) + 1
-            out.append(replace(m, id=f"m{len(out) + 1}"))
+            out.append(replace(m, id=mistake_id(m.step, m.reply)))
     return sorted(out, key=lambda m: (KIND_ORDER.index(m.kind), m.id))
+
+
+def mistake_id(step: int, reply: str) -> str:
+    """Named by its content, not its place in the bank: a bank harvested again after a model was
+    added to the run may hold other mistakes, and "m1" must never name two of them."""
+    return "m" + hashlib.sha256(f"{step}\n{reply.strip()}".encode()).hexdigest()[:8]
 
 
 def replay_history(scenario: Scenario, step: int) -> list[Message]:
@@ -216,13 +231,15 @@ def run_replay(
     rung: Rung,
     attempts: int = 3,
 ) -> list[DialogResult]:
+    """Each mistake's `attempts` samples share a seed of their own (seed + i for attempt i)."""
     out = []
     for m in mistakes:
         history = replay_history(scenario, m.step)
         want = scenario.expected(m.step)
         feedback = rule_feedback(m.errors, want, scenario, rung)
         convo = [*history, Message("assistant", m.reply, origin=m.origin), Message("user", feedback)]
-        answers = model.chat(convo, replace(params, n=attempts))
+        seed = derive_seed(params.seed, "replay", rung, m.id)
+        answers = model.chat(convo, replace(params, n=attempts, seed=seed))
         for i, ans in enumerate(answers):
             grader = DialogGrader(scenario)
             for msg in convo:

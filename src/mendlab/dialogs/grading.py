@@ -4,6 +4,11 @@ A reply is compared with the call the scenario's simulated calendar expects at t
 field. A conversation is graded by walking it: a user message that matches a scripted turn advances
 the script, any other user message is feedback on the current step, and the next reply is a fix
 attempt, which earns 🥦 when the errors pointed out are gone (🥦 🍄 if it broke a field that was right).
+
+Scripted turns are steps, never feedback, even one that corrects the turn before ("The current year
+is 2024."): it is the same for every model and every feedback rung, so counting it as a fix would
+credit the script, not the feedback, and would make a model that was right all along look like one
+that failed to fix something.
 """
 
 from __future__ import annotations
@@ -197,13 +202,13 @@ class TurnGrade:
     """One assistant turn, graded. `attempt` 0 is the first answer to a step; 1.. are fix attempts."""
 
     turn: int  # 1-based index among the conversation's assistant turns
-    step: int  # 1-based scripted turn this reply answers (a feedback turn's target)
+    step: int  # 1-based scripted turn this reply answers
     attempt: int
     marks: tuple[str, ...]
     errors: tuple[str, ...]
     pointed: tuple[str, ...] = ()  # errors of the previous attempt, which the user pointed out
-    fixed: bool = False
-    regression: bool = False
+    fixed: bool = False  # 🥦: the errors pointed out are gone, and the answer is not 🔥 or 🔥🔥
+    regression: bool = False  # the errors pointed out are gone, but an error that was not there appeared
     recurring: tuple[str, ...] = ()
     expected: str = ""
     reply: str = ""
@@ -211,6 +216,11 @@ class TurnGrade:
     @property
     def correct(self) -> bool:
         return not self.errors
+
+    @property
+    def pointed_gone(self) -> bool:
+        """A fix attempt whose answer is a call and has none of the errors pointed out."""
+        return pointed_gone(self.pointed, self.errors)
 
     def to_json(self, conversation: int) -> dict[str, Any]:
         return {
@@ -224,6 +234,12 @@ class TurnGrade:
             "fixed": self.fixed,
             "regression": self.regression,
         }
+
+
+def pointed_gone(pointed: Sequence[str], errors: Sequence[str]) -> bool:
+    """The errors pointed out are gone. An answer that fell apart into no call at all has none of
+    them either, but it fixed nothing: it does not count."""
+    return bool(pointed) and not (set(pointed) & set(errors)) and not (GARBAGE & set(errors))
 
 
 def marks_for(
@@ -259,12 +275,8 @@ class DialogGrader:
         """Record a user message; True if it advanced the script to a new step."""
         idx = self.scenario.step_for_user_text(text)
         if idx is not None and idx > self.step:
-            scripted_feedback = self.scenario.steps[idx].feedback
             self.step = idx
-            if scripted_feedback and self.turns:
-                self.feedback_pending = True
-            else:
-                self.attempt, self.last_errors, self.feedback_pending = 0, (), False
+            self.attempt, self.last_errors, self.feedback_pending = 0, (), False
             return True
         if self.step < 0:
             self.step = 0  # free text before the script: treat it as the first request
@@ -277,23 +289,23 @@ class DialogGrader:
     def assistant(self, reply: str) -> TurnGrade:
         expected = self.expected()
         check = check_reply(reply, expected, self.scenario)
-        target = self.scenario.target_step(max(self.step, 0)).turn
+        step = max(self.step, 0) + 1
         is_fix = self.feedback_pending and self.turns > 0
         attempt = self.attempt + 1 if is_fix else 0
         pointed = self.last_errors if is_fix else ()
         errors = check.errors
-        # Fixed: what was pointed out is gone, and the answer did not fall apart into 🔥 or 🔥🔥 instead.
-        fixed = bool(pointed) and not (set(pointed) & set(errors)) and not (GARBAGE & set(errors)) and len(errors) < 3
-        regression = fixed and bool(set(errors) - set(pointed))
-        recurring = tuple(e for e in errors if e in self.seen and self.seen[e] != target)
+        gone = pointed_gone(pointed, errors)
+        fixed = gone and len(errors) < 3  # 🥦 is not earned by falling apart into 🔥🔥 instead
+        regression = gone and bool(set(errors) - set(pointed))
+        recurring = tuple(e for e in errors if e in self.seen and self.seen[e] != step)
         marks = marks_for(errors, check.valid, fixed, regression, recurring)
         for e in errors:
-            self.seen.setdefault(e, target)
+            self.seen.setdefault(e, step)
         self.turns += 1
         self.attempt, self.last_errors, self.feedback_pending = attempt, errors, False
         return TurnGrade(
             turn=self.turns,
-            step=target,
+            step=step,
             attempt=attempt,
             marks=marks,
             errors=errors,

@@ -1,15 +1,27 @@
-"""`mendlab run`: the calendar experiments over several models, one model in memory at a time."""
+"""`mendlab run`: the calendar experiments over several models, one model in memory at a time.
+
+A run is named (`--run`, default the scenario's name) and its configuration is stored with it: every
+setting that changes the samples, the scenario's content included, but not the model list (results
+are kept per model, so adding a model to a run is fine). Running again with the same configuration
+resumes; with another one it stops and names the fields that differ, or, with `new_run`, moves to a
+fresh run id beside it and says which.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from mendlab.dialogs.experiments import (
     DialogResult,
+    dialog_params,
     harvest_mistakes,
     load_results,
     play_dialog,
@@ -17,16 +29,22 @@ from mendlab.dialogs.experiments import (
     run_replay,
 )
 from mendlab.dialogs.feedback import RUNGS, LLMCritic, Rung
+from mendlab.dialogs.metrics import dialog_stats
 from mendlab.dialogs.scenario import Scenario, load_scenario
 from mendlab.errors import MendlabError
-from mendlab.models import ChatModel, SamplingParams, load_model, load_registry
+from mendlab.models import ChatModel, ModelSpec, SamplingParams, load_model, load_registry
 from mendlab.progress import progress_bar
-from mendlab.reports.calendar import build_report, fix_stats, write_report
-from mendlab.store import ResultsStore
+from mendlab.reports.calendar import build_report, write_report
+from mendlab.store import ResultsStore, Run
 from mendlab.store.recorded import RecordedModel
 
+EXPERIMENTS = ("reliability", "dialog", "replay")
+# Bump when what a run's samples mean changes (grading of scripted turns, seeds per rung, sample
+# scopes): a run made under another protocol is then told apart instead of silently resumed.
+PROTOCOL = 2
 
-def _rungs(rung: str) -> tuple[Rung, ...]:
+
+def parse_rungs(rung: str) -> tuple[Rung, ...]:
     if rung == "all":
         return RUNGS
     if rung not in RUNGS:
@@ -34,68 +52,120 @@ def _rungs(rung: str) -> tuple[Rung, ...]:
     return (rung,)
 
 
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Everything that changes the samples of a calendar run (the models are not part of it)."""
+
+    scenario: str = "calendar"  # a built-in name or a YAML path
+    tries: int = 5
+    reps: int = 3
+    rungs: tuple[Rung, ...] = RUNGS
+    max_fixes: int = 3
+    critic: str | None = None
+    attempts: int = 3
+    per_kind: int = 2
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=96))
+
+    def __post_init__(self) -> None:
+        for name in ("tries", "reps", "attempts", "per_kind"):
+            if getattr(self, name) < 1:
+                raise MendlabError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_fixes < 0:
+            raise MendlabError("--max-fixes must be 0 or more")
+
+    def identity(self, scenario: Scenario) -> dict[str, Any]:
+        """The run's stored configuration. The scenario is named by its content, so an edited YAML
+        file under the same name is another run. With a critic the dialogs have its feedback, and
+        the replays the rungs' (a critic needs a dialog to talk about)."""
+        params = {k: v for k, v in self.params.as_dict().items() if k != "n"}
+        return {
+            "protocol": PROTOCOL,
+            "scenario": scenario.name,
+            "scenario_sha256": scenario_digest(scenario),
+            "tries": self.tries,
+            "reps": self.reps,
+            "rungs": list(self.rungs),
+            "max_fixes": self.max_fixes,
+            "critic": self.critic,
+            "attempts": self.attempts,
+            "per_kind": self.per_kind,
+            "params": params,
+        }
+
+
+def scenario_digest(scenario: Scenario) -> str:
+    """The scenario's content (prompt, API, world, turns, seed mistakes), not its file name."""
+    data = json.dumps(asdict(scenario), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+Loader = Callable[[ModelSpec], ChatModel]
+
+
 def run_experiments(
     db: Path,
     config: Path | None,
     experiment: str,
     models: list[str],
-    scenario_name: str,
+    cfg: CalendarConfig,
     *,
-    tries: int,
-    reps: int,
-    rung: str,
-    max_fixes: int,
-    critic: str | None,
-    attempts: int,
-    per_kind: int,
-    params: SamplingParams,
     run_id: str | None,
+    new_run: bool = False,
     report_dir: Path | None,
     console: Console,
-) -> list[DialogResult]:
-    scenario = load_scenario(scenario_name)
+    load: Loader = load_model,
+) -> tuple[Run, list[DialogResult]]:
+    """Run (or resume) the experiments; `load` turns a model's spec into a model (tests pass a fake)."""
+    if experiment != "all" and experiment not in EXPERIMENTS:
+        raise MendlabError(f"unknown experiment {experiment!r} (reliability, dialog, replay or all)")
+    scenario = load_scenario(cfg.scenario)
     registry = load_registry(config)
     specs = [registry.get(m) for m in models]  # fail on a bad name before any work
-    critic_spec = registry.get(critic) if critic else None
-    rungs = _rungs(rung)
-    run = run_id or scenario.name
-    do = {"reliability", "dialog", "replay"} if experiment == "all" else {experiment}
+    critic_spec = registry.get(cfg.critic) if cfg.critic else None
+    params = cfg.params
+    do = set(EXPERIMENTS) if experiment == "all" else {experiment}
     with ResultsStore(db) as store:
-        store.ensure_run(run, "calendar", {"scenario": scenario.name})
-        units = len(specs) * (
-            (1 if "reliability" in do else 0) + (reps * (1 if critic else len(rungs)) if "dialog" in do else 0)
-        )
+        run = store.ensure_run(run_id or scenario.name, "calendar", cfg.identity(scenario), new_if_changed=new_run)
+        if run.id != run.requested:
+            console.print(
+                f"new run [bold]{run.id}[/]: run {run.requested!r} was made with " + "; ".join(map(str, run.diffs))
+            )
+        elif run.resumed:
+            console.print(f"run [bold]{run.id}[/]: resuming (answers already stored are reused)")
+        rid = run.id
+        rungs: tuple[str, ...] = ("critic",) if critic_spec is not None else cfg.rungs
+        units = len(specs) * ((1 if "reliability" in do else 0) + (cfg.reps * len(rungs) if "dialog" in do else 0))
         with progress_bar(console) as progress:
             task = progress.add_task("calendar", total=max(units, 1))
             critic_model: ChatModel | None = None
-            if critic_spec is not None:
-                critic_model = RecordedModel(load_model(critic_spec), store, f"{run}:critic")
+            if critic_spec is not None and "dialog" in do:
+                critic_model = RecordedModel(load(critic_spec), store, f"{rid}:critic")
             try:
                 for spec in specs:
                     if not ({"reliability", "dialog"} & do):
                         break
                     progress.update(task, description=f"loading {spec.name}")
-                    model = RecordedModel(load_model(spec), store, run)
+                    model = RecordedModel(load(spec), store, rid)
                     try:
                         if "reliability" in do:
                             progress.update(task, description=f"{spec.name}: reliability")
-                            for res in run_reliability(model, scenario, tries, params):
-                                res.save(store, run, scenario_name)
+                            for res in run_reliability(model.scoped("reliability"), scenario, cfg.tries, params):
+                                res.save(store, rid, cfg.scenario)
                             progress.advance(task)
                         if "dialog" in do:
-                            for r in rungs if critic_model is None else ("critic",):
-                                for rep in range(reps):
+                            for r in rungs:
+                                for rep in range(cfg.reps):
                                     progress.update(task, description=f"{spec.name}: dialog {r} #{rep + 1}")
                                     res = play_dialog(
-                                        model,
+                                        model.scoped(f"dialog:{r}:{rep}"),
                                         scenario,
-                                        replace(params, seed=params.seed + rep),
+                                        dialog_params(params, r, rep),
                                         r if r != "critic" else "pointed",  # type: ignore[arg-type]
-                                        max_fixes,
+                                        cfg.max_fixes,
                                         critic=LLMCritic(critic_model) if critic_model is not None else None,
                                         rep=rep,
                                     )
-                                    res.save(store, run, scenario_name)
+                                    res.save(store, rid, cfg.scenario)
                                     progress.advance(task)
                     finally:
                         model.close()
@@ -103,47 +173,61 @@ def run_experiments(
                 if critic_model is not None:
                     critic_model.close()
             if "replay" in do:
-                bank = harvest_mistakes(scenario, load_results(store, run), per_kind=per_kind)
-                progress.update(task, total=units + len(specs) * len(rungs))
+                bank = harvest_mistakes(scenario, load_results(store, rid), per_kind=cfg.per_kind)
+                replay_rungs = cfg.rungs  # a critic run replays with the rules: the critic needs a dialog
+                progress.update(task, total=units + len(specs) * len(replay_rungs))
                 for spec in specs:
-                    model = RecordedModel(load_model(spec), store, run)
+                    model = RecordedModel(load(spec), store, rid)
                     try:
-                        for r in rungs:
-                            progress.update(task, description=f"{spec.name}: replay {r}")
-                            for res in run_replay(model, scenario, bank, params, r, attempts):
-                                res.save(store, run, scenario_name)
+                        for g in replay_rungs:
+                            progress.update(task, description=f"{spec.name}: replay {g}")
+                            for res in run_replay(model.scoped(f"replay:{g}"), scenario, bank, params, g, cfg.attempts):
+                                res.save(store, rid, cfg.scenario)
                             progress.advance(task)
                     finally:
                         model.close()
             progress.update(task, description="done")
-        results = load_results(store, run)
+        results = load_results(store, rid)
     _summary(console, results)
     if report_dir is not None:
-        for path in write_report(build_report(results, scenario, run), report_dir):
+        for path in write_report(build_report(results, scenario, rid, run.config), report_dir):
             console.print(f"wrote {path}")
-    return results
+    return run, results
 
 
 def _summary(console: Console, results: list[DialogResult]) -> None:
-    stats = fix_stats(results)
+    stats = dialog_stats(results)
     if not stats:  # reliability or replay alone: no dialogs, so say what there is
         for model in sorted({r.model for r in results}):
             rs = [r for r in results if r.model == model]
             right = sum(all(g.correct for g in r.grades) for r in rs)
             console.print(f"{model}: {right}/{len(rs)} conversations with no mistake")
         return
-    table = Table(title="Fix rate P(fixed on next turn | pointed out), 95% CI", title_justify="left")
-    for col in ("model", "feedback", "fix rate", "fixed within K", "first try right"):
+    table = Table(title="Fix rates after the rung's feedback (next answer), 95% CI over dialogs", title_justify="left")
+    for col in ("model", "feedback", "errors pointed out gone", "fully correct", "fixed within K", "first try right"):
         table.add_column(col)
     for s in stats:
-        table.add_row(s.model, s.rung, str(s.next_turn), str(s.within_k), str(s.first_try))
+        table.add_row(
+            s.model, s.rung, str(s.pointed_gone), str(s.correct_next), str(s.fixed_within_k), str(s.first_try)
+        )
     console.print(table)
 
 
-def write_calendar_report(db: Path, run_id: str, scenario_name: str | None, out: Path) -> list[Path]:
+def latest_calendar_run(store: ResultsStore) -> str | None:
+    runs = [r for r in store.runs() if r["kind"] == "calendar"]
+    return runs[-1]["id"] if runs else None
+
+
+def write_calendar_report(db: Path, run_id: str | None, scenario_name: str | None, out: Path) -> tuple[str, list[Path]]:
+    """The report of a stored run (default: the latest calendar run); returns the run id and the files."""
     with ResultsStore(db) as store:
-        results = load_results(store, run_id)
+        rid = run_id or latest_calendar_run(store)
+        if rid is None:
+            raise MendlabError(f"{db}: no calendar run in this store (see `mendlab runs`)")
+        stored = store.run(rid)
+        results = load_results(store, rid)
     if not results:
-        raise MendlabError(f"{db}: no calendar results for run {run_id!r} (see `mendlab runs`)")
+        raise MendlabError(f"{db}: no calendar results for run {rid!r} (see `mendlab runs`)")
     scenario: Scenario = load_scenario(scenario_name or results[0].scenario)
-    return write_report(build_report(results, scenario, run_id), out)
+    config = stored.config if stored is not None else {}
+    return rid, write_report(build_report(results, scenario, rid, config), out)

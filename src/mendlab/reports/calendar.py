@@ -1,35 +1,27 @@
 """The calendar report: the original's tables first, then what it lacked, then every transcript.
 
 Markdown for a README or a paper draft; one self-contained HTML file (plots inlined) where every
-table cell links to the full transcript it summarises.
+table cell links to the full transcript it summarises; summary.json with every figure of the tables,
+for scripts. The tables are rendered from that summary, so the two never disagree.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mendlab.dialogs.experiments import KIND_ORDER, DialogResult
-from mendlab.dialogs.grading import BROCCOLI, CHECK, FIRE, FIRE2, MUSHROOM, RECURRING, TurnGrade
+from mendlab.dialogs.grading import BROCCOLI, CHECK, FIRE, FIRE2, MUSHROOM, RECURRING
+from mendlab.dialogs.metrics import DialogStats, dialog_stats, reliability_stats, replay_stats, rung_key
 from mendlab.dialogs.scenario import Scenario
 from mendlab.reports.figures import pyplot, to_png
-from mendlab.stats import Estimate, ratio_ci
-
-
-@dataclass(frozen=True)
-class FixStats:
-    model: str
-    rung: str
-    next_turn: Estimate  # P(the next answer fixes what was pointed out)
-    within_k: Estimate  # P(fixed within the allowed attempts), per mistake
-    turns_to_fix: float | None
-    regressions: int
-    fixed: int
-    first_try: Estimate  # first answers to scripted steps that are fully correct
+from mendlab.stats import Estimate
 
 
 def _short(text: str, n: int = 38) -> str:
@@ -37,60 +29,9 @@ def _short(text: str, n: int = 38) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _marks(grades: Sequence[TurnGrade]) -> str:
-    return " ".join(" ".join(g.marks) for g in grades)
-
-
 def _anchor(res: DialogResult) -> str:
     key = f"{res.experiment}-{res.model}-{res.rung}-{res.rep}-{res.extra.get('mistake', {}).get('id', '')}"
     return "t-" + "".join(c if c.isalnum() else "-" for c in key)
-
-
-def fix_stats(results: Sequence[DialogResult]) -> list[FixStats]:
-    groups: dict[tuple[str, str], list[DialogResult]] = defaultdict(list)
-    for r in results:
-        if r.experiment == "dialog":
-            groups[(r.model, r.rung)].append(r)
-    out = []
-    for (model, rung), rs in sorted(groups.items()):
-        next_turn, within, first = [], [], []
-        turns: list[int] = []
-        regress = fixed = 0
-        for r in rs:
-            attempts = [g for g in r.grades if g.attempt > 0 and g.pointed]
-            next_turn.append((sum(g.fixed for g in attempts), len(attempts)))
-            episodes: dict[int, list[TurnGrade]] = defaultdict(list)
-            for g in r.grades:
-                episodes[g.step].append(g)
-            ok = tried = 0
-            for gs in episodes.values():
-                if not gs[0].errors and len(gs) == 1:
-                    continue
-                if len(gs) == 1:
-                    continue  # a wrong answer the script did not point out
-                tried += 1
-                hit = next((g for g in gs if g.fixed), None)
-                if hit is not None:
-                    ok += 1
-                    turns.append(hit.attempt)
-            within.append((ok, tried))
-            firsts = [g for g in r.grades if g.attempt == 0]
-            first.append((sum(g.correct for g in firsts), len(firsts)))
-            regress += sum(g.regression for g in r.grades)
-            fixed += sum(g.fixed for g in r.grades)
-        out.append(
-            FixStats(
-                model,
-                rung,
-                ratio_ci(next_turn),
-                ratio_ci(within),
-                sum(turns) / len(turns) if turns else None,
-                regress,
-                fixed,
-                ratio_ci(first),
-            )
-        )
-    return out
 
 
 def recap(results: Sequence[DialogResult]) -> list[tuple[str, Counter[str]]]:
@@ -105,36 +46,43 @@ def recap(results: Sequence[DialogResult]) -> list[tuple[str, Counter[str]]]:
     )
 
 
-def _plot_fix_rates(stats: Sequence[FixStats]) -> bytes | None:
-    if not stats:
+def _plot_fix_rates(stats: Sequence[DialogStats]) -> bytes | None:
+    if not any(s.pointed_gone.trials for s in stats):
         return None
     plt = pyplot()
 
     models = sorted({s.model for s in stats})
-    rungs = [r for r in ("vague", "pointed", "explicit", "critic") if any(s.rung == r for s in stats)]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=150)
+    rungs = sorted({s.rung for s in stats}, key=rung_key)
+    fig, axes = plt.subplots(1, 2, figsize=(8.8, 3.6), dpi=150, sharey=True)
     width = 0.8 / max(1, len(models))
-    for i, model in enumerate(models):
-        xs, ys, lo, hi, labels = [], [], [], [], []
-        for j, rung in enumerate(rungs):
-            s = next((s for s in stats if s.model == model and s.rung == rung), None)
-            if s is None or s.next_turn.trials == 0:
-                continue
-            xs.append(j + (i - (len(models) - 1) / 2) * width)
-            ys.append(s.next_turn.value)
-            lo.append(s.next_turn.value - s.next_turn.low)
-            hi.append(s.next_turn.high - s.next_turn.value)
-            labels.append(f"{s.next_turn.successes}/{s.next_turn.trials}")
-        ax.bar(xs, ys, width=width * 0.9, yerr=[lo, hi], capsize=3, label=model)
-        for x, y, h, label in zip(xs, ys, hi, labels, strict=True):
-            ax.text(x, y + h + 0.02, label, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(rungs)), rungs)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("P(fixed on the next turn | pointed out)")
-    ax.set_xlabel("feedback rung")
-    ax.legend(frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title("Fix rate by feedback rung (95% bootstrap CI)", fontsize=10)
+    panels = (
+        ("pointed_gone", "errors pointed out gone"),
+        ("correct_next", "answer fully correct"),
+    )
+    for ax, (attr, title) in zip(axes, panels, strict=True):
+        for i, model in enumerate(models):
+            xs, ys, lo, hi, labels = [], [], [], [], []
+            for j, rung in enumerate(rungs):
+                s = next((s for s in stats if s.model == model and s.rung == rung), None)
+                est: Estimate | None = None if s is None else getattr(s, attr)
+                if est is None or est.trials == 0:
+                    continue
+                xs.append(j + (i - (len(models) - 1) / 2) * width)
+                ys.append(est.value)
+                lo.append(est.value - est.low)
+                hi.append(est.high - est.value)
+                labels.append(f"{est.successes}/{est.trials}")
+            ax.bar(xs, ys, width=width * 0.9, yerr=[lo, hi], capsize=3, label=model, color=f"C{i}")
+            for x, y, h, label in zip(xs, ys, hi, labels, strict=True):
+                ax.text(x, y + h + 0.02, label, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(rungs)), rungs)
+        ax.set_ylim(0, 1.12)
+        ax.set_xlabel("feedback rung")
+        ax.set_title(f"next answer: {title}", fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].set_ylabel("P(… | mistake pointed out)")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle("Fix rates by feedback rung (95% bootstrap CI over dialogs)", fontsize=10)
     fig.tight_layout()
     return to_png(fig)
 
@@ -167,17 +115,146 @@ def _plot_errors(results: Sequence[DialogResult]) -> bytes | None:
     return to_png(fig)
 
 
+def _rate(e: Estimate) -> dict[str, Any]:
+    return e.to_json()
+
+
+def _kind_order(kind: str) -> int:
+    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+
+
+def summarize(
+    results: Sequence[DialogResult], scenario: Scenario, run_id: str, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every figure of the report's tables as plain data (summary.json): each rate as k, n, value and
+    its 95% interval, so that scripts never parse the Markdown."""
+    config = dict(config or {})
+    steps = scenario.steps
+    dia = [r for r in results if r.experiment == "dialog"]
+    rep = [r for r in results if r.experiment == "replay"]
+    mistakes: dict[str, dict[str, Any]] = {}
+    for r in rep:
+        mistakes.setdefault(str(r.extra["mistake"]["id"]), dict(r.extra["mistake"]))
+    return {
+        "run": run_id,
+        "scenario": scenario.name,
+        "config": config,
+        "level": 0.95,
+        "definitions": DEFINITIONS,
+        "reliability": [
+            {
+                "model": s.model,
+                "tries": s.tries,
+                "marks": [
+                    list(r.grades[0].marks)
+                    for r in sorted(results, key=lambda r: r.rep)
+                    if r.experiment == "reliability" and r.model == s.model and r.grades
+                ],
+                "valid_call": _rate(s.valid_call),
+                "fully_correct": _rate(s.correct),
+            }
+            for s in reliability_stats(results)
+        ],
+        "dialogs": [
+            {
+                "model": s.model,
+                "rung": s.rung,
+                "dialogs": s.dialogs,
+                "first_try_right": _rate(s.first_try),
+                "pointed_errors_gone": _rate(s.pointed_gone),
+                "fully_correct_next": _rate(s.correct_next),
+                "fixed_within_k": _rate(s.fixed_within_k),
+                "k": config.get("max_fixes"),
+                "turns_to_fix": s.turns_to_fix.to_json(),
+                "regressions": _rate(s.regressions),
+                "recurring": _rate(s.recurring),
+                "recurring_types": dict(s.recurring_types),
+            }
+            for s in dialog_stats(results)
+        ],
+        "complete_chat": [
+            {
+                "model": r.model,
+                "rung": r.rung,
+                "rep": r.rep,
+                "steps": [
+                    {
+                        "step": i + 1,
+                        "user": step.user,
+                        "marks": [list(g.marks) for g in r.grades if g.step == i + 1],
+                    }
+                    for i, step in enumerate(steps)
+                ],
+            }
+            for r in sorted(dia, key=lambda r: (r.model, rung_key(r.rung), r.rep))
+        ],
+        "replay": [
+            {
+                "model": s.model,
+                "rung": s.rung,
+                "mistakes": s.mistakes,
+                "attempts": s.attempts,
+                "pointed_errors_gone": _rate(s.pointed_gone),
+                "fully_correct": _rate(s.correct_next),
+                "regressions": _rate(s.regressions),
+            }
+            for s in replay_stats(results)
+        ],
+        "replay_mistakes": [
+            {
+                **{k: mk[k] for k in ("id", "kind", "origin", "step", "reply", "errors") if k in mk},
+                "marks": {
+                    f"{r.model} · {r.rung}": [
+                        list(x.grades[-1].marks)
+                        for x in sorted(rep, key=lambda x: x.rep)
+                        if x.model == r.model and x.rung == r.rung and x.extra["mistake"]["id"] == mk["id"] and x.grades
+                    ]
+                    for r in sorted(rep, key=lambda r: (r.model, rung_key(r.rung)))
+                    if r.extra["mistake"]["id"] == mk["id"]
+                },
+            }
+            for mk in sorted(mistakes.values(), key=lambda m: (_kind_order(str(m["kind"])), str(m["id"])))
+        ],
+        "recap": [
+            {"rank": rank, "model": m, "marks": {k: c[k] for k in MARK_ORDER if c[k]}}
+            for rank, (m, c) in enumerate(recap(results), start=1)
+        ],
+    }
+
+
+MARK_ORDER = (CHECK, BROCCOLI, MUSHROOM, RECURRING, FIRE, FIRE2)
+DEFINITIONS = {
+    "fix attempt": "an answer right after the user pointed out a mistake; scripted turns of the scenario are "
+    "steps, never feedback",
+    "pointed_errors_gone": "fix attempts that are a call with none of the errors of the answer pointed out",
+    "fully_correct_next": "fix attempts with no error at all",
+    "fixed_within_k": "steps whose answer was pointed out as wrong that reached a fully correct answer within "
+    "k fix attempts",
+    "turns_to_fix": "fix attempts until fully correct, over the steps that got there",
+    "regressions": "of the fix attempts where the errors pointed out are gone, those with an error the answer "
+    "before did not have",
+    "recurring": "answers with an error type the dialog already made at an earlier step",
+    "first_try_right": "first answers to scripted steps with no error",
+    "intervals": "95% percentile bootstrap resampling whole dialogs (replays: whole mistakes), at least as wide "
+    "as Wilson's; null when n = 0",
+}
+
+
 @dataclass(frozen=True)
 class Report:
     markdown: str
     html: str
     plots: dict[str, bytes]
+    summary: dict[str, Any]
 
 
-def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: str) -> Report:
-    models = sorted({r.model for r in results})
+def build_report(
+    results: Sequence[DialogResult], scenario: Scenario, run_id: str, config: Mapping[str, Any] | None = None
+) -> Report:
+    summary = summarize(results, scenario, run_id, config)
     md: list[str] = [f"# mendlab — calendar experiment, run `{run_id}`", ""]
     h: list[str] = []
+    by_key = {(r.experiment, r.model, r.rung, r.rep): r for r in results if r.experiment != "replay"}
 
     def table(
         headers: Sequence[str], rows: Sequence[Sequence[str]], links: Sequence[Sequence[str]] | None = None
@@ -203,49 +280,53 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
             md.extend([note, ""])
             h.append(f"<p>{html.escape(note)}</p>")
 
+    def rate(x: Mapping[str, Any]) -> str:
+        if not x["n"]:
+            return "n/a"
+        return f"{x['value']:.0%} [{x['low']:.0%}, {x['high']:.0%}] ({x['k']}/{x['n']})"
+
     # 1. Reliability, as the original.
-    rel = [r for r in results if r.experiment == "reliability"]
-    if rel:
+    if summary["reliability"]:
         heading(
             "Reliability",
             "System prompt + first request, independent samples. ✓ a valid API call, 🍄 a mistake "
             "(the year is not given, so 2023 is the expected one), 🔥 no recognizable call.",
         )
         rows, links = [], []
-        for m in models:
-            rs = sorted((r for r in rel if r.model == m), key=lambda r: r.rep)
-            if not rs:
-                continue
-            valid = ratio_ci([(int(CHECK in r.grades[0].marks), 1) for r in rs])
-            right = ratio_ci([(int(r.grades[0].correct), 1) for r in rs])
-            rows.append([m, " · ".join(" ".join(r.grades[0].marks) for r in rs), str(valid), str(right)])
-            links.append(["", _anchor(rs[0]), "", ""])
+        for row in summary["reliability"]:
+            first = by_key.get(("reliability", row["model"], "", 0))
+            rows.append(
+                [
+                    row["model"],
+                    " · ".join(" ".join(m) for m in row["marks"]),
+                    rate(row["valid_call"]),
+                    rate(row["fully_correct"]),
+                ]
+            )
+            links.append(["", _anchor(first) if first else "", "", ""])
         table(["model", "tries", "valid call (✓)", "fully correct"], rows, links)
 
     # 2. Full dialogs, one column per model (first repetition), for each rung.
-    dia = [r for r in results if r.experiment == "dialog"]
-    for rung in sorted({r.rung for r in dia}, key=lambda x: ("vague", "pointed", "explicit", "critic").index(x)):
+    chats = summary["complete_chat"]
+    for rung in sorted({c["rung"] for c in chats}, key=rung_key):
         heading(
             f"Complete chat — feedback: {rung}",
-            "Each cell: the marks of the answer and of each fix attempt (🥦 = fixed when told). "
-            "First repetition shown; every repetition is in the transcripts.",
+            "Each cell: the marks of the answer to the scripted turn, then of each fix attempt after the "
+            "feedback (🥦 = fixed when told). First repetition shown; every repetition is in the transcripts "
+            "and in summary.json.",
         )
-        cols = [m for m in models if any(r.model == m and r.rung == rung for r in dia)]
-        first = {m: min((r for r in dia if r.model == m and r.rung == rung), key=lambda r: r.rep) for m in cols}
+        firsts: dict[str, dict[str, Any]] = {}
+        for c in chats:
+            if c["rung"] == rung and (c["model"] not in firsts or c["rep"] < firsts[c["model"]]["rep"]):
+                firsts[c["model"]] = c
+        cols = sorted(firsts)
         rows, links = [], []
-        steps = scenario.steps
-        for idx, step in enumerate(steps):
+        for i, step in enumerate(scenario.steps):
             row, link = [_short(step.user)], [""]
-            followed = idx + 1 < len(steps) and steps[idx + 1].feedback
-            target = scenario.target_step(idx).turn
             for m in cols:
-                gs = [
-                    g
-                    for g in first[m].grades
-                    if g.step == target and (g.attempt > 0 if step.feedback else (g.attempt == 0 if followed else True))
-                ]
-                row.append(" → ".join(" ".join(g.marks) for g in gs))
-                link.append(_anchor(first[m]))
+                row.append(" → ".join(" ".join(x) for x in firsts[m]["steps"][i]["marks"]))
+                res = by_key.get(("dialog", m, rung, firsts[m]["rep"]))
+                link.append(_anchor(res) if res else "")
             rows.append(row)
             links.append(link)
         table(["prompt", *cols], rows, links)
@@ -256,90 +337,108 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
         heading(
             "Fixing others' mistakes",
             "A wrong answer (made by another model, or a seed mistake of the scenario) is put in the model's "
-            "mouth as its own; the user then asks for the fix. 3 attempts each: 🥦 fixed.",
+            "mouth as its own; the user then asks for the fix. Each cell: the marks of every attempt (🥦 fixed).",
         )
-        ids: dict[str, dict[str, object]] = {}
-        for r in rep:
-            ids.setdefault(str(r.extra["mistake"]["id"]), r.extra["mistake"])
-        cols = [m for m in models if any(r.model == m for r in rep)]
-        ordered = sorted(ids.values(), key=lambda x: (KIND_ORDER.index(str(x["kind"])), str(x["id"])))
-        rungs = sorted({r.rung for r in rep}, key=lambda x: ("vague", "pointed", "explicit", "critic").index(x))
-        headers = ["kind", "made by", "wrong answer"] + [f"{m} · {g}" for m in cols for g in rungs]
+        pairs = sorted({(r.model, r.rung) for r in rep}, key=lambda mr: (mr[0], rung_key(mr[1])))
+        headers = ["kind", "made by", "wrong answer"] + [f"{m} · {g}" for m, g in pairs]
         rows, links = [], []
-        for mk in ordered:
+        for mk in summary["replay_mistakes"]:
             row = [str(mk["kind"]), str(mk["origin"]), _short(str(mk["reply"]), 60)]
             link = ["", "", ""]
-            for m in cols:
-                for g in rungs:
-                    rs = sorted(
-                        (r for r in rep if r.model == m and r.rung == g and r.extra["mistake"]["id"] == mk["id"]),
-                        key=lambda r: r.rep,
-                    )
-                    row.append(" · ".join(" ".join(r.grades[0].marks) for r in rs))
-                    link.append(_anchor(rs[0]) if rs else "")
+            for m, g in pairs:
+                row.append(" · ".join(" ".join(x) for x in mk["marks"].get(f"{m} · {g}", [])))
+                first = min(
+                    (r for r in rep if r.model == m and r.rung == g and r.extra["mistake"]["id"] == mk["id"]),
+                    key=lambda r: r.rep,
+                    default=None,
+                )
+                link.append(_anchor(first) if first else "")
             rows.append(row)
             links.append(link)
         table(headers, rows, links)
-        fixes = [
-            [m, g, str(ratio_ci([(int(r.grades[0].fixed), 1) for r in rep if r.model == m and r.rung == g]))]
-            for m in cols
-            for g in rungs
-        ]
-        table(["model", "feedback", "fixed (replayed mistakes)"], fixes)
+        heading(
+            "Fix rates on replayed mistakes, with 95% intervals",
+            "Per attempt right after the fix request. Intervals: bootstrap over whole mistakes (the attempts on "
+            "one mistake share its prompt), at least as wide as Wilson's.",
+        )
+        table(
+            ["model", "feedback", "mistakes", "errors pointed out gone", "fully correct", "regressions"],
+            [
+                [
+                    x["model"],
+                    x["rung"],
+                    f"{x['mistakes']} ({x['attempts']} attempts)",
+                    rate(x["pointed_errors_gone"]),
+                    rate(x["fully_correct"]),
+                    rate(x["regressions"]),
+                ]
+                for x in summary["replay"]
+            ],
+        )
 
     # 4. Recap ranking by emoji counts.
     heading("Recap", "All answers of all experiments, ranked by ✓ + 🥦, then fewest 🔥 and 🍄.")
-    rows = []
-    for rank, (m, c) in enumerate(recap(results), start=1):
-        tally = "  ".join(f"{c[k]} {k}" for k in (CHECK, BROCCOLI, MUSHROOM, RECURRING, FIRE, FIRE2) if c[k])
-        rows.append([f"#{rank}", m, tally])
-    table(["rank", "model", "marks"], rows)
+    table(
+        ["rank", "model", "marks"],
+        [[f"#{x['rank']}", x["model"], "  ".join(f"{n} {k}" for k, n in x["marks"].items())] for x in summary["recap"]],
+    )
 
     # 5. What the original lacked.
-    stats = fix_stats(results)
-    if stats:
+    if summary["dialogs"]:
+        k = next((x["k"] for x in summary["dialogs"] if x["k"] is not None), None)
         heading(
             "Fix rates, with 95% intervals",
-            "Next turn: P(the answer right after feedback fixes what was pointed out). Within K: P(a mistake "
-            "pointed out is fixed within the allowed attempts). Intervals: bootstrap over whole dialogs, at least as "
-            "wide as Wilson's.",
+            'Only the rung\'s own feedback counts: scripted turns of the scenario ("The current year is 2024.") '
+            "are steps. Errors gone / fully correct: the answer right after the feedback has none of the errors "
+            "pointed out / no error at all. Fixed within K: a step pointed out as wrong reached a fully correct "
+            "answer within K attempts; turns to fix counts the attempts it took. Regressions: of the answers "
+            "where the errors pointed out are gone, those with a new error. Recurring: answers repeating an error "
+            "type of an earlier step. Intervals: bootstrap over whole dialogs, at least as wide as Wilson's.",
         )
-        rows = [
-            [
-                s.model,
-                s.rung,
-                str(s.next_turn),
-                str(s.within_k),
-                "" if s.turns_to_fix is None else f"{s.turns_to_fix:.1f}",
-                f"{s.regressions}/{s.fixed}",
-                str(s.first_try),
-            ]
-            for s in stats
-        ]
         table(
             [
                 "model",
                 "feedback",
-                "fix rate (next turn)",
-                "fixed within K",
+                "dialogs",
+                "first try right",
+                "errors pointed out gone",
+                "fully correct",
+                f"fixed within K={k}" if k is not None else "fixed within K",
                 "turns to fix",
                 "regressions",
-                "first try right",
+                "recurring",
             ],
-            rows,
+            [
+                [
+                    x["model"],
+                    x["rung"],
+                    str(x["dialogs"]),
+                    rate(x["first_try_right"]),
+                    rate(x["pointed_errors_gone"]),
+                    rate(x["fully_correct_next"]),
+                    rate(x["fixed_within_k"]),
+                    "n/a"
+                    if not x["turns_to_fix"]["n"]
+                    else f"{x['turns_to_fix']['mean']:.1f} [{x['turns_to_fix']['low']:.1f}, "
+                    f"{x['turns_to_fix']['high']:.1f}] (n={x['turns_to_fix']['n']})",
+                    rate(x["regressions"]),
+                    rate(x["recurring"]),
+                ]
+                for x in summary["dialogs"]
+            ],
         )
-    recurring: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in results:
-        if r.experiment == "dialog":
-            for grade in r.grades:
-                recurring[r.model].update(grade.recurring)
-    if any(recurring.values()):
-        heading("Recurring mistakes", "The same error type again on a later step of the same dialog: (🍄).")
-        table(
-            ["model", "recurring error types"],
-            [[m, ", ".join(f"{e} ×{n}" for e, n in c.most_common())] for m, c in sorted(recurring.items()) if c],
-        )
+        recurring = [x for x in summary["dialogs"] if x["recurring_types"]]
+        if recurring:
+            heading("Recurring mistakes", "The same error type again on a later step of the same dialog: (🍄).")
+            table(
+                ["model", "feedback", "recurring error types"],
+                [
+                    [x["model"], x["rung"], ", ".join(f"{e} ×{n}" for e, n in x["recurring_types"].items())]
+                    for x in recurring
+                ],
+            )
 
+    stats = dialog_stats(results)
     plots = {k: v for k, v in (("fix_rates.png", _plot_fix_rates(stats)), ("errors.png", _plot_errors(results))) if v}
     if plots:
         heading("Plots")
@@ -349,20 +448,20 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
 
     # 6. Every transcript.
     h.append("<h2>Transcripts</h2>")
-    for r in sorted(results, key=lambda r: (r.experiment, r.model, r.rung, r.rep, _anchor(r))):
+    for r in sorted(results, key=lambda r: (r.experiment, r.model, rung_key(r.rung), r.rep, _anchor(r))):
         marks = {g.turn: g for g in r.grades}
         title = f"{r.experiment} · {r.model}" + (f" · {r.rung}" if r.rung else "") + f" · #{r.rep + 1}"
         if "mistake" in r.extra:
             title += f" · mistake {r.extra['mistake']['id']}"
         h.append(f'<section id="{_anchor(r)}"><h3>{html.escape(title)}</h3>')
-        k = 0
+        k_turn = 0
         for msg in r.messages:
             if msg.role == "system":
                 continue
             badge = ""
             if msg.role == "assistant":
-                k += 1
-                graded = marks.get(k)
+                k_turn += 1
+                graded = marks.get(k_turn)
                 if graded is not None:
                     marks_html = html.escape(" ".join(graded.marks))
                     errs_html = html.escape(", ".join(graded.errors))
@@ -371,7 +470,7 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
             body = html.escape(msg.content)
             h.append(f'<div class="msg {msg.role}"><b>{msg.role}{origin}</b> {badge}<pre>{body}</pre></div>')
         h.append("</section>")
-    md.append("Full transcripts, linked from every cell: `report.html`.")
+    md.append("Every figure above, as data: `summary.json`. Full transcripts, linked from every cell: `report.html`.")
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>mendlab calendar report</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
@@ -384,18 +483,26 @@ def build_report(results: Sequence[DialogResult], scenario: Scenario, run_id: st
         + "\n".join(h)
         + "</body></html>"
     )
-    return Report("\n".join(md), page, plots)
+    return Report("\n".join(md), page, plots, summary)
 
 
 def write_report(report: Report, out_dir: Path) -> list[Path]:
+    """Each file is written whole or not at all (a temporary file, then a rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, content in (("report.md", report.markdown), ("report.html", report.html)):
+    texts = (
+        ("report.md", report.markdown),
+        ("report.html", report.html),
+        ("summary.json", json.dumps(report.summary, ensure_ascii=False, indent=1) + "\n"),
+    )
+    for name, content in texts:
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(content, encoding="utf-8")
         tmp.replace(out_dir / name)
         written.append(out_dir / name)
     for name, data in report.plots.items():
-        (out_dir / name).write_bytes(data)
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(out_dir / name)
         written.append(out_dir / name)
     return written

@@ -1,5 +1,14 @@
 """Where results live: a SQLite file that survives kill -9 and lets runs resume."""
 
-from mendlab.store.results import DEFAULT_DB, GenerationRecord, Mark, ResultsStore, Vote, resume_key
+from mendlab.store.results import (
+    DEFAULT_DB,
+    GenerationRecord,
+    Mark,
+    ResultsStore,
+    Run,
+    RunMismatch,
+    Vote,
+    resume_key,
+)
 
-__all__ = ["DEFAULT_DB", "GenerationRecord", "Mark", "ResultsStore", "Vote", "resume_key"]
+__all__ = ["DEFAULT_DB", "GenerationRecord", "Mark", "ResultsStore", "Run", "RunMismatch", "Vote", "resume_key"]

@@ -3,6 +3,10 @@
 Wrapping the model is what makes every experiment resumable without the experiment knowing: a
 dialog replayed after a kill asks the same questions, gets the stored answers back instantly, and
 the model is only called where the last run stopped.
+
+Reuse is per *scope*: `recorded.scoped("dialog:pointed:0")` is the same model and the same memory,
+but its samples are keyed by that name too, so two jobs that send the same prompt (the first turn of
+every rung's dialog) each get a sample of their own instead of sharing one answer.
 """
 
 from __future__ import annotations
@@ -28,31 +32,53 @@ def _completion(rec: GenerationRecord, index: int) -> Completion:
 
 
 class RecordedModel:
-    """Store-backed memo around a model, for one run."""
+    """Store-backed memo around a model, for one run.
 
-    def __init__(self, model: ChatModel, store: ResultsStore, run_id: str) -> None:
+    The run's identity (its configuration) is the caller's business: `ensure_run` it first. A run
+    that does not exist yet is created here with an empty configuration, as a sub-run whose owner
+    (say `calendar` for `calendar:critic`) carries the configuration."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        store: ResultsStore,
+        run_id: str,
+        scope: str = "",
+        *,
+        _memory: dict[str, GenerationRecord] | None = None,
+    ) -> None:
         self.model = model
         self.store = store
         self.run_id = run_id
+        self.scope = scope
         self.reused = 0
         self.generated = 0
-        store.ensure_run(run_id, "recorded", {"model": model.info.name})
-        self._done = {r.resume_key: r for r in store.generations(run_id)}
+        if _memory is None:
+            if store.run(run_id) is None:
+                store.ensure_run(run_id, "recorded", {})
+            _memory = {r.resume_key: r for r in store.generations(run_id)}
+        self._done = _memory
 
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
+    def scoped(self, scope: str) -> RecordedModel:
+        """The same model and memory, with samples keyed by `scope` (counters are the view's own)."""
+        return RecordedModel(self.model, self.store, self.run_id, scope, _memory=self._done)
+
     def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[Completion]:
         name = self.model.info.name
-        keys = [resume_key(self.run_id, name, messages, params, i) for i in range(params.n)]
+        keys = [resume_key(self.run_id, name, messages, params, i, self.scope) for i in range(params.n)]
         missing = [i for i, k in enumerate(keys) if k not in self._done]
         if len(missing) == params.n:
             fresh = self.model.chat(messages, params)  # all at once: the samples share the prompt
         else:
             fresh = [self.model.chat(messages, replace(params, n=1, seed=params.seed + i))[0] for i in missing]
         for i, comp in zip(missing, fresh, strict=True):
-            rec = GenerationRecord.of(self.run_id, name, self.model.info.backend, messages, params, comp, i)
+            rec = GenerationRecord.of(
+                self.run_id, name, self.model.info.backend, messages, params, comp, i, scope=self.scope
+            )
             self.store.add(rec)
             self._done[rec.resume_key] = rec
         self.generated += len(missing)

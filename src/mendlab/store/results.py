@@ -1,9 +1,13 @@
 """Every generation, kept: SQLite in WAL mode, one transaction per record.
 
-A run is a set of jobs, each with a resume key (a hash of run, model, messages, parameters and
-sample index). A job whose key is stored is done; a run started again skips it. Because the
-record is written in one transaction and the key is UNIQUE, a process killed with -9 at any
+A run is a set of jobs, each with a resume key (a hash of run, model, messages, parameters, sample
+index and the job's scope). A job whose key is stored is done; a run started again skips it. Because
+the record is written in one transaction and the key is UNIQUE, a process killed with -9 at any
 instant leaves either the whole row or nothing, and re-running never doubles a row.
+
+A run's identity includes its configuration: `ensure_run` stores it with the run and refuses to
+resume a run under another one (or starts a fresh id beside it, when asked), so results made with
+two temperatures or two task files never end up counted as one run.
 """
 
 from __future__ import annotations
@@ -95,19 +99,115 @@ CREATE TABLE IF NOT EXISTS conversations (
 """
 
 
-def resume_key(run_id: str, model: str, messages: Sequence[Message], params: SamplingParams, sample_index: int) -> str:
-    payload = json.dumps(
-        {
-            "run": run_id,
-            "model": model,
-            "messages": [m.to_openai() for m in messages],
-            "params": {k: v for k, v in params.as_dict().items() if k != "n"},
-            "sample": sample_index,
-        },
-        sort_keys=True,
-        ensure_ascii=False,
+def resume_key(
+    run_id: str,
+    model: str,
+    messages: Sequence[Message],
+    params: SamplingParams,
+    sample_index: int,
+    scope: str = "",
+) -> str:
+    """The identity of one sample. `scope` names the job that asked for it (say one dialog of one
+    rung), so that two jobs sending the same prompt get two samples, not one shared answer; the
+    empty scope keeps the keys of stores written before scopes existed."""
+    payload: dict[str, Any] = {
+        "run": run_id,
+        "model": model,
+        "messages": [m.to_openai() for m in messages],
+        "params": {k: v for k, v in params.as_dict().items() if k != "n"},
+        "sample": sample_index,
+    }
+    if scope:
+        payload["scope"] = scope
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One configuration field that differs between a stored run and a new request for it."""
+
+    field: str  # dotted path into the config, e.g. "params.temperature"
+    old: Any  # MISSING when the stored run did not have the field
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.field} {_show(self.old)} → {_show(self.new)}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+MISSING: Any = _Missing()
+
+
+def _show(value: Any) -> str:
+    if value is MISSING:
+        return "(none)"
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, str) and len(value) >= 40 and all(c in "0123456789abcdef" for c in value):
+        text = f'"{value[:12]}…"'  # a digest: its head is enough to tell two apart
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _normal(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as it reads back from the store (tuples become lists, keys strings)."""
+    loaded: dict[str, Any] = json.loads(json.dumps(dict(config), sort_keys=True))
+    return loaded
+
+
+def config_line(config: Mapping[str, Any]) -> str:
+    """A stored configuration on one line, for `mendlab runs`."""
+    return ", ".join(f"{k}={_show(v)}" for k, v in _flatten(_normal(config)).items())
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldDiff, ...]:
+    """Every leaf field whose value differs, nested mappings compared field by field. A field only
+    one side has differs too: a run stored without it was made under settings nobody recorded."""
+    a, b = _flatten(_normal(old)), _flatten(_normal(new))
+    return tuple(
+        FieldDiff(k, a.get(k, MISSING), b.get(k, MISSING))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, MISSING) != b.get(k, MISSING)
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class RunMismatch(MendlabError):
+    """A run id that exists with another configuration: resuming it would mix two experiments."""
+
+    def __init__(self, run_id: str, diffs: Sequence[FieldDiff]) -> None:
+        self.run_id = run_id
+        self.diffs = tuple(diffs)
+        super().__init__(
+            f"run {run_id!r} was made with another configuration: {'; '.join(map(str, self.diffs))}. "
+            "Pass --new-run to start a new run beside it, or --run with another id"
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored: its id, kind and configuration. `requested` is the id the caller asked for;
+    it differs from `id` when that one was taken by another configuration (`diffs` says how)."""
+
+    id: str
+    kind: str
+    config: Mapping[str, Any]
+    created: float
+    resumed: bool  # it existed already with this configuration
+    requested: str = ""
+    diffs: tuple[FieldDiff, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,10 +240,11 @@ class GenerationRecord:
         completion: Completion,
         sample_index: int,
         meta: Mapping[str, Any] | None = None,
+        scope: str = "",
     ) -> GenerationRecord:
         return cls(
             run_id=run_id,
-            resume_key=resume_key(run_id, model, messages, params, sample_index),
+            resume_key=resume_key(run_id, model, messages, params, sample_index, scope),
             model=model,
             backend=backend,
             params=params.as_dict(),
@@ -156,7 +257,7 @@ class GenerationRecord:
             finish_reason=completion.finish_reason,
             latency_s=completion.latency_s,
             first_token_s=completion.first_token_s,
-            meta=dict(meta or {}),
+            meta={**({"scope": scope} if scope else {}), **dict(meta or {})},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -254,17 +355,38 @@ class ResultsStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def ensure_run(self, run_id: str, kind: str, config: Mapping[str, Any]) -> bool:
-        """Create the run if new; return True if it already existed (a resume)."""
+    def ensure_run(self, run_id: str, kind: str, config: Mapping[str, Any], *, new_if_changed: bool = False) -> Run:
+        """Create the run, or resume it if it exists with the same kind and configuration.
+
+        A different configuration raises `RunMismatch` naming each differing field, old and new; with
+        `new_if_changed`, the first of `run_id-2`, `run_id-3`, ... that is free or holds this very
+        configuration is used instead (so the same command run twice resumes the same new run)."""
+        wanted = {"kind": kind, **_normal(config)}
+        first: tuple[FieldDiff, ...] = ()
         with self._tx() as db:
-            row = db.execute("SELECT config FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is not None:
-                return True
-            db.execute(
-                "INSERT INTO runs(id, kind, created, config) VALUES (?, ?, ?, ?)",
-                (run_id, kind, time.time(), json.dumps(dict(config), sort_keys=True)),
-            )
-        return False
+            for n in range(1, 10_000):
+                rid = run_id if n == 1 else f"{run_id}-{n}"
+                row = db.execute("SELECT kind, created, config FROM runs WHERE id = ?", (rid,)).fetchone()
+                if row is None:
+                    created = time.time()
+                    db.execute(
+                        "INSERT INTO runs(id, kind, created, config) VALUES (?, ?, ?, ?)",
+                        (rid, kind, created, json.dumps(_normal(config), sort_keys=True)),
+                    )
+                    return Run(rid, kind, _normal(config), created, False, run_id, first)
+                stored = {"kind": row[0], **json.loads(row[2])}
+                diffs = config_diff(stored, wanted)
+                if not diffs:
+                    return Run(rid, kind, json.loads(row[2]), row[1], True, run_id, first)
+                if not new_if_changed:
+                    raise RunMismatch(rid, diffs)
+                first = first or diffs
+        raise MendlabError(f"run {run_id!r}: no free id left beside it")  # pragma: no cover
+
+    def run(self, run_id: str) -> Run | None:
+        """The stored run, or None."""
+        rows = self._read("SELECT id, kind, created, config FROM runs WHERE id = ?", (run_id,))
+        return Run(rows[0][0], rows[0][1], json.loads(rows[0][3]), rows[0][2], True, run_id) if rows else None
 
     def runs(self) -> list[dict[str, Any]]:
         rows = self._read(
