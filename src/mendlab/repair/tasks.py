@@ -10,6 +10,7 @@ A task's tests never travel to the sandbox: only the inputs do. Three kinds of t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -140,3 +141,10 @@ def load_tasks(spec: str) -> list[Task]:
     if spec == "humaneval":
         return load_humaneval()
     return load_task_file(Path(spec))
+
+
+def tasks_digest(tasks: list[Task]) -> str:
+    """What identifies a task set in a run's configuration: a file edited under the same name, or
+    another slice of it, is another task set."""
+    payload = [(t.id, t.prompt, t.entry_point, t.check, repr(t.calls), t.io, t.helpers) for t in tasks]
+    return hashlib.sha256(json.dumps(payload, default=repr).encode()).hexdigest()
