@@ -96,7 +96,7 @@ def main() -> None:
     console = Console()
     with console.status("164 canonical solutions, twice…"):
         t_ours, t_theirs, n_ours, n_theirs, isolation, t_start = bench_executors()
-    trees = synthetic_trees()
+    trees = synthetic_trees(n_p=20, n_pairs=10)  # the grid keeps n_p <= N_p/2 and n_fr <= N_fr/2, as the paper does
     grid = [(1, 1), (2, 3), (5, 5), (10, 5)]
     reps = 1000
     with console.status("bootstrap…"):

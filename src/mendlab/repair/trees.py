@@ -119,6 +119,9 @@ class Node:
     verdict: Verdict
     feedback: str = ""  # for a repair: the feedback it was written from
     feedback_tokens: int = 0
+    # Which of its program's feedbacks it was written from: the N_r repairs of one feedback share it, so
+    # pass@t pays that feedback's tokens once. None: a feedback of its own (joint answers, old trees).
+    feedback_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class TaskTree:
                 Program(
                     p.verdict.passed,
                     p.tokens,
-                    tuple(Pair(r.verdict.passed, r.feedback_tokens + r.tokens) for r in reps),
+                    tuple(Pair(r.verdict.passed, r.tokens, r.feedback_id, r.feedback_tokens) for r in reps),
                 )
                 for p, reps in zip(self.programs, self.repairs, strict=True)
             ),
@@ -149,6 +152,7 @@ class TaskTree:
                 "verdict": n.verdict.to_json(),
                 "feedback": n.feedback,
                 "feedback_tokens": n.feedback_tokens,
+                "feedback_id": n.feedback_id,
             }
 
         return {
@@ -162,7 +166,8 @@ class TaskTree:
     def from_json(cls, data: dict[str, Any]) -> TaskTree:
         def node(d: dict[str, Any]) -> Node:
             v = d["verdict"]
-            return Node(d["code"], d["tokens"], Verdict(v["status"], v["message"]), d["feedback"], d["feedback_tokens"])
+            verdict = Verdict(v["status"], v["message"])
+            return Node(d["code"], d["tokens"], verdict, d["feedback"], d["feedback_tokens"], d.get("feedback_id"))
 
         return cls(
             data["task_id"],
@@ -246,7 +251,7 @@ def grow_tree(
             for comp in repair_model.chat(repair_prompt(task, prog.code, error, text), p):
                 code = extract_code(comp.text)
                 nodes.append(
-                    Node(code, comp.completion_tokens, sandbox.run(task, program_for(task, code)), text, fb_tokens)
+                    Node(code, comp.completion_tokens, sandbox.run(task, program_for(task, code)), text, fb_tokens, j)
                 )
                 on_node()
         repairs.append(tuple(nodes))
