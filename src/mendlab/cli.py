@@ -410,6 +410,9 @@ def repair(
     unsafe_no_sandbox: Annotated[
         bool, typer.Option("--unsafe-no-sandbox", help="Without bubblewrap, run programs unsandboxed, as you.")
     ] = False,
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
+    ] = False,
 ) -> None:
     """Self-repair (Olausson et al.): programs, feedback, repairs, pass@t and the report."""
     from mendlab.repair.runner import RepairRun, Setup, run_repair
@@ -434,7 +437,7 @@ def repair(
     settings = _settings(ctx)
     chosen = None if full else (limit if limit is not None else (10 if tasks == "humaneval" else None))
     run = RepairRun(
-        tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, allow_unsafe=unsafe_no_sandbox
+        tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, unsafe_no_sandbox, new_run
     )
     for path in run_repair(settings.db, settings.config, run, console):
         console.print(f"wrote {path}")

@@ -55,6 +55,7 @@ class RepairRun:
     reps: int = 1000
     mode: str = "batch"
     allow_unsafe: bool = False
+    new_run: bool = False  # the run id holds another configuration: start `ID-2` beside it
     limits: Limits = field(default_factory=Limits)
 
     def identity(self, tasks: list[Task]) -> dict[str, Any]:
@@ -102,7 +103,14 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
     summary: list[list[str]] = []
     errors: list[str] = []
     with ResultsStore(db) as store:
-        store.ensure_run(run_id, "repair", run.identity(tasks))
+        opened = store.ensure_run(run_id, "repair", run.identity(tasks), new_if_changed=run.new_run)
+        if opened.id != run_id:
+            console.print(
+                f"run {run_id!r} holds another configuration ({'; '.join(map(str, opened.diffs))}): "
+                f"this is run {opened.id!r}",
+                soft_wrap=True,
+            )
+        run_id = opened.id
         sandbox = Sandbox(run.limits, allow_unsafe=run.allow_unsafe)
         console.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         try:
