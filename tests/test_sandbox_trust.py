@@ -7,6 +7,7 @@ next spawn failing with BlockingIOError, and a program echoing a large input hun
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -271,3 +272,12 @@ def test_check_streams_survives_kill_9_and_resumes(tmp_path: Path) -> None:
     _samples(samples, [(t.id, "    return 1\n") for t in tasks])  # other samples, same output file
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "made from other samples" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nothing_a_program_writes_survives_it() -> None:
+    with Sandbox(FAST, workers=1) as sb:  # one worker: the second program runs where the first ran
+        first = sb.execute("import os\nfor p in ('/tmp/left', '/dev/shm/left', 'left'):\n    open(p, 'w').write('x')\n")
+        assert first.exit_code == 0, first.stderr
+        second = sb.execute("import os\nprint((sorted(os.listdir('/tmp')), os.listdir('/dev/shm'), os.listdir('.')))")
+    tmp, shm, cwd = ast.literal_eval(second.stdout)
+    assert shm == [] and cwd == [] and "left" not in tmp and len(tmp) == 1  # only the new program's own folder

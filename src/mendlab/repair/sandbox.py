@@ -288,7 +288,9 @@ class _Worker:
         except OSError as exc:
             self.kill()
             raise _SpawnFailed(f"could not start the sandbox: {exc.strerror or exc}") from None
-        cfg = {"limits": asdict(lim), "nproc": nproc, "kill_all": kill_all, "work": work, "preload": PRELOAD}
+        scratch = ["/dev/shm"] if plan.bwrap is not None else []  # the sandbox's own, never the machine's
+        cfg = {"limits": asdict(lim), "nproc": nproc, "kill_all": kill_all, "work": work, "scratch": scratch,
+               "preload": PRELOAD}  # fmt: skip
         hello = self.request(cfg, 20.0)
         if hello is None or not hello.get("hello"):
             why = self._stderr() or "no answer"

@@ -278,7 +278,28 @@ class Zygote:
                     break
                 time.sleep(0.001)
         self.reap()
+        if clean:
+            self.wipe()
         return clean
+
+    def wipe(self) -> None:
+        """Nothing a program wrote survives it: the next program starts from an empty /tmp."""
+        import shutil
+
+        for folder in (self.cfg["work"], *self.cfg.get("scratch", ())):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    pass
 
     @staticmethod
     def reap() -> None:
