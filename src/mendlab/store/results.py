@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS votes (
     anonymous INTEGER NOT NULL,
     created REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS votes_pair ON votes(conversation_left, conversation_right, message_index);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     parent TEXT,
@@ -296,7 +297,10 @@ class Mark:
 
 @dataclass(frozen=True)
 class Vote:
-    """A person's verdict on left vs right answering the same message; `kind` is "fix" or "first"."""
+    """A person's verdict on left vs right answering the same message. `kind` is "fix" when that
+    message asked for a fix, else "first". The models are the authors of the two answers and the
+    conversations are where each answer was generated (a branch that inherits it is not another
+    answer). `anonymous`: the names were hidden from the voter when the vote was cast."""
 
     session: str
     kind: str
@@ -310,6 +314,8 @@ class Vote:
     created: float = 0.0
 
 
+VOTE_KINDS = ("fix", "first")
+VOTE_WINNERS = ("left", "right", "tie", "both_bad")
 MARK_FIELDS = tuple(f.name for f in fields(Mark))
 VOTE_FIELDS = tuple(f.name for f in fields(Vote))
 
@@ -515,13 +521,26 @@ class ResultsStore:
         rows = self._read(f"SELECT {', '.join(MARK_FIELDS)} FROM marks{where} ORDER BY id", args)
         return [Mark(**{**dict(zip(MARK_FIELDS, r, strict=True)), "errors": tuple(json.loads(r[4]))}) for r in rows]
 
-    def add_vote(self, vote: Vote) -> None:
+    def add_vote(self, vote: Vote) -> bool:
+        """Store a vote; False if this pair of answers (either way round) already has one. Checked in
+        the writing transaction, so two pages (or two processes) cannot both vote on one pair."""
+        if vote.kind not in VOTE_KINDS or vote.winner not in VOTE_WINNERS:
+            raise ValueError(f"a vote is {'/'.join(VOTE_KINDS)} with a winner in {'/'.join(VOTE_WINNERS)}")
         cols = VOTE_FIELDS[:-1]  # created is set here
+        a, b, k = vote.conversation_left, vote.conversation_right, vote.message_index
         with self._tx() as db:
+            seen = db.execute(
+                "SELECT 1 FROM votes WHERE message_index = ? AND ((conversation_left = ? AND conversation_right = ?) "
+                "OR (conversation_left = ? AND conversation_right = ?)) LIMIT 1",
+                (k, a, b, b, a),
+            ).fetchone()
+            if seen is not None:
+                return False
             db.execute(
                 f"INSERT INTO votes({', '.join(cols)}, created) VALUES ({', '.join('?' * (len(cols) + 1))})",
                 (*(getattr(vote, c) for c in cols), time.time()),
             )
+        return True
 
     def votes(self) -> list[Vote]:
         rows = self._read(f"SELECT {', '.join(VOTE_FIELDS)} FROM votes ORDER BY id")
@@ -533,9 +552,11 @@ class ResultsStore:
         )
         return _conversation(rows[0]) if rows else None
 
-    def export_arena_jsonl(self, out: TextIO) -> int:
+    def export_arena_jsonl(self, out: TextIO, *, hide_hidden_names: bool = False) -> int:
         """Arena conversations, one per line, each with its marks and the votes that name it; every
-        line is still a `{"messages": [...]}` conversation that `mendlab generate` can read back."""
+        line is still a `{"messages": [...]}` conversation that `mendlab generate` can read back.
+        `hide_hidden_names` (the page's export) leaves out the models of battles whose names are still
+        hidden, so the page never hands them out; `mendlab export --arena` keeps everything."""
         marks: dict[str, list[dict[str, Any]]] = {}
         for m in self.marks():
             marks.setdefault(m.conversation, []).append(asdict(m))
@@ -547,6 +568,8 @@ class ResultsStore:
         for c in self.conversations():
             if c.meta.get("source") == "arena":
                 row = {**c.to_json(), "marks": marks.get(c.id, []), "votes": votes.get(c.id, [])}
+                if hide_hidden_names and c.meta.get("names_hidden"):
+                    row = _without_names(row)
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += 1
         return n
@@ -557,6 +580,21 @@ class ResultsStore:
             out.write(json.dumps(rec.to_json(), ensure_ascii=False) + "\n")
             n += 1
         return n
+
+
+def _without_names(row: dict[str, Any]) -> dict[str, Any]:
+    """An exported arena conversation with every model name left out."""
+    stats = row.get("stats")
+    if isinstance(stats, dict):
+        stats = {i: {k: v for k, v in e.items() if k != "model"} if isinstance(e, dict) else e for i, e in stats.items()}
+    return {
+        **row,
+        "model": None,
+        "messages": [{k: v for k, v in m.items() if k != "origin"} for m in row["messages"]],
+        "stats": stats,
+        "marks": [{**m, "model": None} for m in row["marks"]],
+        "votes": [{**v, "model_left": None, "model_right": None} for v in row["votes"]],
+    }
 
 
 def _conversation(r: Sequence[Any]) -> Conversation:
