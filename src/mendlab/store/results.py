@@ -586,7 +586,7 @@ def _without_names(row: dict[str, Any]) -> dict[str, Any]:
     """An exported arena conversation with every model name left out."""
     stats = row.get("stats")
     if isinstance(stats, dict):
-        stats = {i: {k: v for k, v in e.items() if k != "model"} if isinstance(e, dict) else e for i, e in stats.items()}
+        stats = {i: {k: v for k, v in e.items() if k != "model"} for i, e in stats.items() if isinstance(e, dict)}
     return {
         **row,
         "model": None,
