@@ -260,3 +260,22 @@ def test_a_grown_tree_keeps_which_feedback_each_repair_came_from(tmp_path: Path)
     # a program (20), then one feedback (40 or 41 tokens) and both its repairs (7 each): 20 + 40.5 + 14
     assert math.isclose(pt.tokens, 74.5, abs_tol=4 * pt.tokens_std / math.sqrt(2000))
     assert math.isclose(pt.pass_rate, 0.5, abs_tol=4 * pt.pass_std / math.sqrt(2000))
+
+
+def test_the_report_says_what_its_figures_show(tmp_path: Path) -> None:
+    from mendlab.repair.report import Config, heatmap_cells, write_repair_report
+
+    cfg = Config(
+        "code m · feedback m · repair m", bootstrap(TREES, repair_grid(4, 3), reps=200), no_repair(TREES, range(1, 5))
+    )
+    written = write_repair_report([cfg], [[cfg.label, "3/12", "4/13", "n/a"]], tmp_path, "t")
+    assert {p.name for p in written} >= {
+        "repair.md",
+        "repair.html",
+        "repair_1_pass_vs_tokens.png",
+        "repair_1_heatmap.png",
+    }
+    md = (tmp_path / "repair.md").read_text(encoding="utf-8")
+    assert "unbiased pass@k" in md and "n_p ≤ N_p/2" in md and "count once" in md
+    assert "unbiased pass@k" in (tmp_path / "repair.html").read_text(encoding="utf-8")
+    assert [len(row) for row in heatmap_cells(cfg)] == [1, 1]  # (1, 1) and (2, 1): N_p = 4, N_fr <= 3

@@ -29,7 +29,7 @@ def plot_pass_vs_tokens(cfg: Config) -> bytes:
     bx = [p.tokens for p in cfg.baseline]
     by = [p.pass_rate for p in cfg.baseline]
     bs = [p.pass_std for p in cfg.baseline]
-    ax.plot(bx, by, color="black", lw=1.2, label="no repair (k, 0)")
+    ax.plot(bx, by, color="black", lw=1.2, label="no repair (k, 0): exact pass@k")
     ax.fill_between(
         bx,
         [y - s for y, s in zip(by, bs, strict=True)],
@@ -110,12 +110,25 @@ def plot_heatmap(cfg: Config) -> bytes:
             )
     ax.set_xticks(range(len(nfrs)), [str(x) for x in nfrs])
     ax.set_yticks(range(len(nps)), [str(x) for x in nps])
-    ax.set_xlabel("n_fr (feedback-repairs per failing program)")
+    ax.set_xlabel("n_fr (repairs per failing program)")
     ax.set_ylabel("n_p (initial programs)")
     ax.set_title("self-repair / baseline at the same token budget", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
     return to_png(fig)
+
+
+METHOD = (
+    "How to read this. The black line is the baseline without repair, (k, 0): the unbiased pass@k over the "
+    "N_p programs sampled per task (exact, k = 1..N_p), at k programs' expected tokens; its band is ±1 std "
+    "of one run's pass rate. Each marker is self-repair at (n_p, n_fr), estimated by bootstrap as in Olausson "
+    "et al.: n_p programs per task drawn with replacement (n_p ≤ N_p/2, so a program drawn twice is rare), "
+    "then for each failing one n_fr repairs: a feedback, its repairs, then another feedback; a feedback's "
+    "tokens count once however many of its repairs are used. Tokens are those generated (programs, "
+    "feedback, repairs; prompts not counted), per task. Bars are ±1 std over replicates. The heatmap divides "
+    "self-repair's pass rate by the baseline's at the same tokens (interpolated); O.O.B. where the "
+    "baseline never spends that much."
+)
 
 
 def write_repair_report(configs: Sequence[Config], summary: Sequence[list[str]], out: Path, title: str) -> list[Path]:
@@ -125,10 +138,11 @@ def write_repair_report(configs: Sequence[Config], summary: Sequence[list[str]],
     header = ["configuration", "programs passing", "repairs passing", "best self-repair vs baseline"]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in summary]
-    md.append("")
+    md += ["", METHOD, ""]
     h.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>")
     h += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in summary]
     h.append("</table>")
+    h.append(f"<p>{html.escape(METHOD)}</p>")
     written: list[Path] = []
     for k, cfg in enumerate(configs):
         slug = f"repair_{k + 1}"
