@@ -210,3 +210,6 @@ def test_cli_mismatch_is_one_line_before_any_model_loads(tmp_path: Path) -> None
         timeout=120,
     )
     assert r.returncode == 2 and "params.n 2 → 3" in r.stderr and "Traceback" not in r.stderr
+    # `mendlab runs` shows what each run was made with
+    r = subprocess.run([MENDLAB, "runs"], cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert r.returncode == 0 and "params.temperature=0.7" in r.stdout and "params.n=2" in r.stdout
