@@ -6,20 +6,26 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from mendlab.arena.app import ArenaApp
 from mendlab.arena.pool import MemoryBudgetError, ModelPool
 from mendlab.arena.ratings import fit, leaderboard
 from mendlab.arena.session import (
     ArenaState,
     add_user,
+    asks_for_fix,
     drop_last_answer,
     fork_at,
     pending_vote,
+    set_model,
     stream_turns,
     transplant,
 )
@@ -98,7 +104,7 @@ def test_a_failing_model_shows_its_error_in_its_own_pane_only(registry: Registry
     names = ("smollm2-135m", "ghost", "dead-endpoint")
     state.shown = 3
     for pane, name in zip(state.panes, names, strict=False):
-        pane.model = name
+        set_model(pane, name)
         add_user(state, pane, "Say hello.")
     done: list[tuple[str, Completion]] = []
     params = SamplingParams(max_tokens=8)
@@ -128,7 +134,7 @@ def test_endpoint_pane_streams_and_a_dead_server_or_full_context_fails_only_its_
     state = ArenaState()
     state.shown = 3
     for pane, name in zip(state.panes, ("served", "smollm2-135m", "tiny-context"), strict=False):
-        pane.model = name
+        set_model(pane, name)
         add_user(state, pane, "Please say hello to everyone in the room. " * (12 if name == "tiny-context" else 1))
     params = SamplingParams(max_tokens=8)
     try:
@@ -185,7 +191,8 @@ def test_fork_edits_a_past_user_turn() -> None:
 def test_transplant_replaces_the_answer_to_the_same_question() -> None:
     state = ArenaState()
     left, right = state.panes[0], state.panes[1]
-    left.model, right.model = "a", "b"
+    set_model(left, "a")
+    set_model(right, "b")
     for i in (0, 1):
         add_user(state, state.panes[i], "Add a meeting")
     answer(state, 0, "wrong call")
@@ -195,7 +202,7 @@ def test_transplant_replaces_the_answer_to_the_same_question() -> None:
     assert [m.content for m in right.conv.messages] == ["Add a meeting", "wrong call"]
     assert right.conv.messages[-1].origin == "a" and right.conv.parent == old.id
     # Into an empty pane: the question comes along with the answer.
-    state.panes[2].model = "c"
+    set_model(state.panes[2], "c")
     transplant(state, left, state.panes[2])
     assert [m.role for m in state.panes[2].conv.messages] == ["user", "assistant"]
     with pytest.raises(ValueError, match="no answer"):
@@ -204,6 +211,8 @@ def test_transplant_replaces_the_answer_to_the_same_question() -> None:
 
 def test_a_vote_is_on_a_fix_only_after_a_marked_mistake() -> None:
     state = ArenaState()
+    set_model(state.panes[0], "a")
+    set_model(state.panes[1], "b")
     for i in (0, 1):
         add_user(state, state.panes[i], "q")
         answer(state, i, "a")
@@ -230,11 +239,10 @@ def test_with_a_scenario_the_graders_verdict_makes_the_next_message_a_fix_reques
         answer(state, i, reply)
     for i in (0, 1):
         add_user(state, state.panes[i], scenario.steps[1].user)
-    assert state.fix_pending == {0: False, 1: True}
+    assert [asks_for_fix(state, state.panes[i], 3) for i in (0, 1)] == [False, True]
     # A person overrules the grader: the right answer was fine after all.
     state.panes[1].person[2] = "✓"
-    add_user(state, state.panes[1], "and?")
-    assert state.fix_pending[1] is False
+    assert asks_for_fix(state, state.panes[1], 3) is False
 
 
 # ---- leaderboard ------------------------------------------------------------------------------
@@ -343,3 +351,254 @@ def test_arena_command_rejects_bad_input_in_one_line(tmp_path: Path) -> None:
             )
             assert proc.returncode == 2, proc.stderr
             assert message in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# ---- records that are true -------------------------------------------------------------------
+# The page's handlers (ArenaApp) driven without a browser, over a real SQLite store; real models
+# where an answer must be generated, scripted answers where only the rules are under test.
+
+SMOL, QWEN = "smollm2-135m", "qwen2.5-coder-0.5b"
+
+
+@pytest.fixture()
+def arena_app(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ArenaApp]:
+    from mendlab.arena.app import ArenaApp, ArenaConfig
+    from mendlab.store import ResultsStore
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))  # where the page's files go
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # and any other temporary file
+    pool = ModelPool(registry, 2048 * MB)
+    store = ResultsStore(tmp_path / "arena.db")
+    try:
+        yield ArenaApp(pool, store, ArenaConfig(models=(SMOL, QWEN), temperature=0.0, max_tokens=4))
+    finally:
+        pool.close()
+        store.close()
+
+
+def page_state(app: ArenaApp) -> ArenaState:
+    """A page as it opens: Left on the first model, Right on the second, set through the pickers."""
+    state = ArenaState()
+    for i, model in enumerate(app.config.models):
+        app.pick_model(i)(state, model)
+    return state
+
+
+def generate(app: ArenaApp, state: ArenaState, text: str, targets: tuple[str, ...] = ("Left", "Right")) -> None:
+    for _ in app.send(state, text, list(targets), 0.0, 4):
+        pass
+
+
+def both_answer(app: ArenaApp, state: ArenaState, question: str, reply: str = "ok") -> None:
+    """A scripted turn in Left and Right, stored as the page stores a real one."""
+    for i in (0, 1):
+        add_user(state, state.panes[i], question)
+        answer(state, i, reply)
+        app.save(state, state.panes[i])
+
+
+def test_a_vote_credits_the_models_that_wrote_the_answers_not_the_pickers(arena_app: ArenaApp) -> None:
+    app = arena_app
+    state = page_state(app)
+    generate(app, state, "Say hi.")
+    smol_branch = state.panes[0].conv
+    assert smol_branch.model == SMOL and smol_branch.messages[-1].role == "assistant"
+
+    app.pick_model(0)(state, QWEN)  # the person changes the left picker after the answers came
+    left = state.panes[0].conv
+    assert left.model == QWEN and left.parent == smol_branch.id  # a new branch, with the right model on it
+    assert left.messages[-1].origin == SMOL  # the answer in it still names its author
+    app.vote("left")(state)
+    (vote,) = app.store.votes()
+    assert (vote.model_left, vote.model_right, vote.winner) == (SMOL, QWEN, "left")
+    assert vote.conversation_left == smol_branch.id  # where that answer was written
+
+    app.mark(0, "🍄")(state, 1)  # a mark on SmolLM's answer, made while the picker says Qwen
+    assert app.store.marks()[-1].model == SMOL
+    generate(app, state, "Again.", ("Left",))
+    stored = {c.id: c for c in app.store.conversations()}
+    assert stored[smol_branch.id].model == SMOL  # the branch SmolLM wrote is never relabelled
+    new = stored[state.panes[0].conv.id]
+    assert new.model == QWEN and [m.origin for m in new.messages if m.role == "assistant"] == [SMOL, None]
+
+
+def test_the_picker_cannot_change_a_pane_while_it_answers(arena_app: ArenaApp) -> None:
+    app = arena_app
+    state = page_state(app)
+    steps = app.send(state, "Say hi.", ["Left"], 0.0, 4)
+    next(steps)  # the left pane is generating with SmolLM
+    assert state.panes[0].busy
+    app.pick_model(0)(state, QWEN)
+    for _ in steps:
+        pass
+    (conv,) = app.store.conversations()
+    assert conv.model == SMOL and state.panes[0].model == SMOL
+    assert conv.meta["stats"]["1"]["model"] == SMOL
+
+
+def test_a_vote_is_a_fix_vote_only_when_its_message_asked_for_a_fix(arena_app: ArenaApp) -> None:
+    app = arena_app
+    # A transplant makes the next message a fix request, not every message after it.
+    state = page_state(app)
+    both_answer(app, state, "Add a meeting")
+    app.transplant(state, "Left", "Right")
+    both_answer(app, state, "That is wrong, fix it.")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "fix"
+    app.vote("left")(state)
+    both_answer(app, state, "Now add lunch on Friday")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "first"
+
+    # A fork back to the first message: its answers are first answers, whatever was asked later.
+    state = page_state(app)
+    both_answer(app, state, "Add a meeting")
+    app.mark(0, "🍄")(state, 1)
+    both_answer(app, state, "That is wrong, fix it.")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "fix"
+    for i in (0, 1):
+        fork_at(state.panes[i], 0, "Add a meeting with Fred")
+        answer(state, i, "ok")
+    vote = pending_vote(state)
+    assert vote is not None and vote.kind == "first"
+
+
+def test_votes_record_whether_the_names_were_hidden_when_cast(arena_app: ArenaApp) -> None:
+    app = arena_app
+    state = page_state(app)
+    app.new_battle(state)
+    battle = (state.panes[0].model, state.panes[1].model)
+    both_answer(app, state, "q1")
+    app.vote("tie")(state)  # names hidden: this vote reveals them
+    both_answer(app, state, "q2")
+    app.vote("left")(state)  # cast with the names on screen
+    votes = app.store.votes()
+    assert [v.anonymous for v in votes] == [True, False]
+    assert all((v.model_left, v.model_right) == battle for v in votes)
+
+
+def test_an_anonymous_battle_puts_no_model_name_in_the_page(arena_app: ArenaApp) -> None:
+    app = arena_app
+    state = page_state(app)
+    both_answer(app, state, "Before the battle")
+    app.vote("left")(state)  # names in the History and the Leaderboard
+    assert all(m in repr([app.history(state)[:2], app.board(state)[:2]]) for m in (SMOL, QWEN))
+
+    page = [app.new_battle(state)]
+    models = [p.model for p in state.panes[:2]]
+    assert sorted(models) == sorted((SMOL, QWEN))  # type: ignore[type-var]
+    generate(app, state, "Please say hello to everyone in the room. " * 500)  # past both context windows
+    assert all("context window" in p.error for p in state.panes[:2])
+    for i in (0, 1):
+        app.clear(i)(state)
+    generate(app, state, "Say hi.")
+    page += [app.render(state), app.tick(state), app.history(state)[:3], app.board(state)]
+    assert pending_vote(state) is not None
+    shown = repr(page)
+    assert not [m for m in (SMOL, QWEN) if m in shown]
+    exported = Path(app.history(state)[-1]).read_text(encoding="utf-8")
+    battle_rows = [json.loads(line) for line in exported.splitlines() if json.loads(line).get("battle")]
+    assert battle_rows and not [m for m in (SMOL, QWEN) if m in json.dumps(battle_rows)]
+
+    app.vote("right")(state)
+    headers = repr(app.tick(state))
+    assert all(m in headers for m in models)  # revealed by the vote
+    listed = {row[5]: row[1] for row in app.history(state)[1]}  # History shows them from now on
+    assert [listed[p.conv.id] for p in state.panes[:2]] == models
+
+
+def test_one_vote_per_pair_across_reloads_and_reopened_conversations(arena_app: ArenaApp) -> None:
+    app = arena_app
+    state = page_state(app)
+    both_answer(app, state, "q")
+    left, right = state.panes[0].conv.id, state.panes[1].conv.id
+    app.vote("left")(state)
+    assert pending_vote(state) is None
+
+    for first, second in ((left, right), (right, left)):  # the page reloaded; the pair reopened either way round
+        again = page_state(app)
+        app.open_conversation(again, first, "Left")
+        app.open_conversation(again, second, "Right")
+        assert [p.conv.id for p in again.panes[:2]] == [first, second]
+        assert pending_vote(again) is None
+        app.vote("right")(again)
+    assert len(app.store.votes()) == 1
+
+
+def test_the_store_takes_one_vote_per_pair_of_answers(tmp_path: Path) -> None:
+    from mendlab.store import ResultsStore, Vote
+
+    with ResultsStore(tmp_path / "r.db") as store:
+        vote = Vote("s1", "first", "left", "a", "b", "c1", "c2", message_index=2, anonymous=False)
+        assert store.add_vote(vote) is True
+        # Another page votes on the same two answers, with the sides swapped.
+        swapped = replace(vote, session="s2", conversation_left="c2", conversation_right="c1", winner="right")
+        assert store.add_vote(swapped) is False
+        assert store.add_vote(replace(vote, message_index=4)) is True  # the next pair of answers
+        assert [(v.session, v.message_index) for v in store.votes()] == [("s1", 2), ("s1", 4)]
+        with pytest.raises(ValueError, match="winner"):
+            store.add_vote(replace(vote, winner="right-ish", message_index=6))
+
+
+def test_page_exports_never_collide_and_leave_no_files_behind(
+    arena_app: ArenaApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    app = arena_app
+    first = page_state(app)
+    both_answer(app, first, "q")
+    sessions = [page_state(app) for _ in range(6)]
+    paths: list[str] = []
+
+    def export(state: ArenaState) -> None:
+        paths.append(app.history(state)[-1])
+
+    threads = [threading.Thread(target=export, args=(s,)) for s in sessions]  # six pages at the same instant
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(paths)) == 6
+    for path in paths:
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        assert sorted(r["id"] for r in rows) == sorted(p.conv.id for p in first.panes[:2])
+
+    again = app.history(sessions[0])[-1]  # a refresh replaces that page's file
+    assert not Path(paths[0]).exists() and Path(again).exists()
+
+    def broken(out: Any, **_: Any) -> int:
+        out.write('{"half": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(app.store, "export_arena_jsonl", broken)
+    with pytest.raises(OSError, match="disk full"):
+        app.history(first)
+    for state in sessions:
+        app.forget(state)  # the page was closed
+    left = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("arena.db")]
+    assert left == []
+
+
+def test_export_command_leaves_nothing_behind_when_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mendlab.cli import app as cli
+    from mendlab.store import ResultsStore
+
+    db = tmp_path / "r.db"
+    with ResultsStore(db) as store:
+        store.save_conversation(Conversation((Message("user", "q"),), id="c1", meta={"source": "arena"}))
+
+    def broken(self: ResultsStore, out: Any, **_: Any) -> int:
+        out.write('{"half": ')
+        raise OSError("disk full")
+
+    out = tmp_path / "out" / "arena.jsonl"
+    out.parent.mkdir()
+    monkeypatch.setattr(ResultsStore, "export_arena_jsonl", broken)
+    result = CliRunner().invoke(cli, ["--db", str(db), "export", "--arena", "-o", str(out)])
+    assert result.exit_code != 0
+    assert list(out.parent.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -214,10 +215,21 @@ def export(
         if out is None:
             n = write(sys.stdout)
         else:
-            tmp = out.with_name(out.name + ".tmp")
-            with tmp.open("w", encoding="utf-8") as fh:
-                n = write(fh)
-            tmp.replace(out)  # never a half-written export
+            if not out.parent.is_dir():
+                raise MendlabError(f"{out}: no folder {out.parent}")
+            # A temp file of its own (two exports to one path never write into each other's), complete
+            # before it replaces the target, and removed if anything fails: nothing half-written is left.
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+            umask = os.umask(0)
+            os.umask(umask)
+            try:
+                os.fchmod(fd, 0o666 & ~umask)  # the permissions of a file opened with "w", not mkstemp's 0600
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    n = write(fh)
+                os.replace(tmp, out)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
     err.print(f"exported {n} {'arena conversations' if arena else 'generations'}")
 
 

@@ -3,19 +3,27 @@
 Every handler takes the session's `ArenaState`, changes it through `session`, saves what changed in
 the results store right away, and redraws all panes from the state: the chat views are a pure
 picture of the conversations, so what a person sees is what is stored.
+
+During an anonymous battle no model name reaches the browser, not even in the page's source: the
+model pickers are built empty and filled per session, and every text that could carry a name
+(headers, errors, badges, History, Leaderboard) goes through `session.redact` or is left blank.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from mendlab.arena.pool import ModelPool
 from mendlab.arena.ratings import Rating, leaderboard
@@ -26,15 +34,18 @@ from mendlab.arena.session import (
     ArenaState,
     Pane,
     add_user,
+    author,
     drop_last_answer,
     fork_at,
     grades,
+    pair_key,
     pending_vote,
+    redact,
+    set_model,
     start_battle,
     stream_turns,
     transplant,
 )
-from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import BUILTIN, load_scenario
 from mendlab.models.base import Completion, SamplingParams
 from mendlab.reports.arena import ratings_figure
@@ -72,9 +83,15 @@ def _status_icon(status: str, busy: bool) -> str:
 
 
 def model_label(state: ArenaState, pane: Pane) -> str:
-    if state.battle and not state.revealed:
+    if state.hidden:
         return f"Model {'ABCD'[pane.index]}"
     return pane.model or "no model"
+
+
+def _window(state: ArenaState, s: dict[str, Any]) -> int | None:
+    """The context window, unless names are hidden: a window size can tell models apart."""
+    window = s.get("context_window")
+    return None if state.hidden or not isinstance(window, int) else window
 
 
 def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
@@ -89,8 +106,8 @@ def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
             continue
         badges = []
         if m.origin is not None:
-            who = "another model" if state.battle and not state.revealed else m.origin
-            badges.append(f"`↪ transplanted from {who}`")
+            who = "another model" if state.hidden else m.origin
+            badges.append(f"`↪ transplanted from {who}`" if i in pane.transplanted else f"`↪ written by {who}`")
         g = graded.get(i)
         if g is not None:
             badges.append(f"`grader {' '.join(g.marks)}{' ' + ', '.join(g.errors) if g.errors else ''}`")
@@ -98,8 +115,9 @@ def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
             badges.append(f"`you {pane.person[i]}`")
         s = pane.stats.get(i)
         if s:
-            window = f"/{s['context_window']}" if s.get("context_window") else ""
-            badges.append(f"`{s['tokens_per_s']} tok/s · ctx {s['prompt_tokens'] + s['completion_tokens']}{window}`")
+            window = _window(state, s)
+            used = s["prompt_tokens"] + s["completion_tokens"]
+            badges.append(f"`{s['tokens_per_s']} tok/s · ctx {used}{f'/{window}' if window else ''}`")
         text = m.content + ("\n```" if m.content.count("```") % 2 else "")  # a cut-off fence would swallow the badges
         out.append({"role": "assistant", "content": text + ("\n\n" + " ".join(badges) if badges else "")})
     if pane.partial is not None:
@@ -107,9 +125,9 @@ def chat_view(state: ArenaState, pane: Pane) -> list[dict[str, str]]:
     return out
 
 
-def stats_line(pane: Pane) -> str:
+def stats_line(state: ArenaState, pane: Pane, names: Sequence[str] = ()) -> str:
     if pane.error:
-        return f"⚠️ {pane.error}"
+        return f"⚠️ {redact(pane.error, state, names)}"
     answers = pane.assistant_indices()
     if pane.busy:
         return "generating…"
@@ -117,9 +135,9 @@ def stats_line(pane: Pane) -> str:
         return "&nbsp;"
     s = pane.stats[answers[-1]]
     used = s["prompt_tokens"] + s["completion_tokens"]
-    window = f" / {s['context_window']}" if s.get("context_window") else ""
+    window = _window(state, s)
     first = f" · first token {s['first_token_s']:.2f} s" if s.get("first_token_s") is not None else ""
-    return f"{s['tokens_per_s']} tok/s · context {used}{window} tokens{first}"
+    return f"{s['tokens_per_s']} tok/s · context {used}{f' / {window}' if window else ''} tokens{first}"
 
 
 def _picked(choice: int | None, indices: Sequence[int]) -> int | None:
@@ -166,10 +184,11 @@ class ArenaApp:
     def __init__(self, pool: ModelPool, store: ResultsStore, config: ArenaConfig) -> None:
         self.pool, self.store, self.config = pool, store, config
         self.rng = random.Random()
-        self.exports = Path(tempfile.mkdtemp(prefix="mendlab-arena-"))
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, state: ArenaState, pane: Pane) -> None:
+        """Store the pane's branch as it is now. Its model is never touched here: it is the model
+        that wrote the branch's own answers (`session.set_model` branches on a change)."""
         if not pane.conv.messages:
             return
         meta = {
@@ -178,24 +197,59 @@ class ArenaApp:
             "pane": pane.name,
             "scenario": state.scenario.name if state.scenario else None,
             "battle": state.battle,
+            "names_hidden": state.hidden,
             "stats": {str(i): s for i, s in pane.stats.items()},
+            "person": {str(i): m for i, m in pane.person.items()},
+            "transplanted": sorted(pane.transplanted),
             "updated": time.time(),
         }
-        pane.conv = replace(pane.conv, model=pane.model, meta=meta)
+        pane.conv = replace(pane.conv, meta=meta)
         self.store.save_conversation(pane.conv)
+        if state.hidden:
+            state.battle_convs.add(pane.conv.id)
+
+    def reveal(self, state: ArenaState) -> None:
+        """The battle's names may be shown: in the page, and in the History of every page."""
+        state.revealed = True
+        for conv_id in sorted(state.battle_convs):
+            conv = self.store.conversation(conv_id)
+            if conv is not None and conv.meta.get("names_hidden"):
+                self.store.save_conversation(replace(conv, meta={**conv.meta, "names_hidden": False}))
+        state.battle_convs = set()
+
+    def forget(self, state: ArenaState | None) -> None:
+        """A session ended (tab closed or reloaded): its files go, and a battle left without a vote
+        will never get one from this session, so its names need not stay hidden."""
+        if not isinstance(state, ArenaState):
+            return
+        for path in state.exports.values():
+            Path(path).unlink(missing_ok=True)
+        state.exports.clear()
+        if state.battle_convs:
+            self.reveal(state)
 
     def on_answer(self, state: ArenaState, pane: Pane, completion: Completion) -> None:
         self.save(state, pane)
         idx = len(pane.conv.messages) - 1
         g = grades(state.scenario, pane.conv).get(idx)
         if g is not None:
-            self.store.add_mark(pane.conv.id, idx, "grader", " ".join(g.marks), g.errors, pane.model)
+            self.store.add_mark(pane.conv.id, idx, "grader", " ".join(g.marks), g.errors, author(pane, idx))
 
     # ---- drawing -----------------------------------------------------------------------------
     def header(self, state: ArenaState, pane: Pane) -> str:
         status = self.pool.status(pane.model) if pane.model else "no model"
         paused = " · ⏸ paused" if pane.name not in state.targets else ""
-        return f"**{pane.name}** · {model_label(state, pane)} · {_status_icon(status, pane.busy)}{paused}"
+        icon = redact(_status_icon(status, pane.busy), state, self.config.models)
+        return f"**{pane.name}** · {model_label(state, pane)} · {icon}{paused}"
+
+    def model_picker(self, state: ArenaState, pane: Pane) -> Any:
+        """Empty while names are hidden: a hidden dropdown still carries its value into the page."""
+        if state.battle:
+            return gr.update(choices=[], value=None, visible=False)
+        offered = list(self.config.models)
+        if pane.model is not None and pane.model not in offered:
+            offered.append(pane.model)  # a reopened conversation of a model not served here
+        return gr.update(choices=offered, value=pane.model, visible=True)
 
     def render(self, state: ArenaState) -> list[Any]:
         out: list[Any] = [state]
@@ -205,9 +259,9 @@ class ArenaApp:
             out += [
                 gr.update(visible=pane.index < state.shown),
                 self.header(state, pane),
-                gr.update(value=pane.model, visible=not state.battle),
+                self.model_picker(state, pane),
                 chat_view(state, pane),
-                stats_line(pane),
+                stats_line(state, pane, self.config.models),
                 gr.update(
                     choices=[
                         (f"#{n}: {_short(pane.conv.messages[i].content, 30)}", i) for n, i in enumerate(answers, 1)
@@ -226,7 +280,7 @@ class ArenaApp:
         out += [
             gr.update(choices=names, value=[t for t in state.targets if t in names]),
             gr.update(visible=vote is not None),
-            f"**{title}**" + (" (names are revealed after you vote)" if state.battle and not state.revealed else ""),
+            f"**{title}**" + (" (names are revealed after you vote)" if state.hidden else ""),
             gr.update(choices=names),
             gr.update(choices=names),
         ]
@@ -240,8 +294,9 @@ class ArenaApp:
     def build(self) -> gr.Blocks:
         cfg = self.config
         scenario_choices = [NO_SCENARIO, *BUILTIN]
-        with gr.Blocks(title="mendlab arena") as demo:
-            state = gr.State()
+        # delete_cache: the exports and figures handed to the page are removed when the server stops
+        with gr.Blocks(title="mendlab arena", delete_cache=(3600, 24 * 3600)) as demo:
+            state = gr.State(delete_callback=self.forget)
             with gr.Tab("Arena"):
                 with gr.Row(equal_height=False, elem_classes="top-row"):
                     scenario = gr.Dropdown(
@@ -267,7 +322,8 @@ class ArenaApp:
                                     f"**{name}**", elem_classes="pane-header", elem_id=f"pane-{i}-header", min_height=0
                                 )
                                 model = gr.Dropdown(
-                                    list(cfg.models),
+                                    [],  # filled per session (see model_picker), so no name is in the page source
+                                    value=None,
                                     show_label=False,
                                     container=False,
                                     scale=1,
@@ -395,8 +451,11 @@ class ArenaApp:
             targets.input(self.set_targets, [state, targets], heads, show_progress="hidden")
             scenario.input(self.set_scenario, [state, scenario], [*all_out, system])
             system.input(self.set_system, [state, system], None)
-            battle.input(self.set_battle, [state, battle], all_out)
-            new_battle.click(self.new_battle, [state], [*all_out, battle])
+            board_out = [board_fix, board_first, board_plot]
+            hist_out = [history_pick, history_table, history_pane, export]
+            # Starting a battle also empties the other tabs: a table loaded earlier would keep its names.
+            battle.input(self.set_battle, [state, battle], [*all_out, *board_out, *hist_out])
+            new_battle.click(self.new_battle, [state], [*all_out, battle, *board_out, *hist_out])
             add_pane.click(self.add_pane, [state, targets], all_out)
             remove_pane.click(self.remove_pane, [state, targets], all_out)
             send_args = dict(inputs=[state, message, targets, *sampling], outputs=[*all_out, message])
@@ -419,10 +478,8 @@ class ArenaApp:
             do_transplant.click(self.transplant, [state, src, dst], all_out)
             for key, btn in vote_buttons.items():
                 btn.click(self.vote(key), [state], all_out)
-            board_out = [board_fix, board_first, board_plot]
-            board_refresh.click(self.board, None, board_out)
-            board_tab.select(self.board, None, board_out)
-            hist_out = [history_pick, history_table, history_pane, export]
+            board_refresh.click(self.board, [state], board_out)
+            board_tab.select(self.board, [state], board_out)
             history_refresh.click(self.history, [state], hist_out)
             history_tab.select(self.history, [state], hist_out)
             history_open.click(self.open_conversation, [state, history_pick, history_pane], all_out)
@@ -433,7 +490,7 @@ class ArenaApp:
     def init(self, request: gr.Request) -> list[Any]:
         state = ArenaState(session=(request.session_hash or "")[:12] or ArenaState().session)
         for pane in state.panes:
-            pane.model = self.config.models[pane.index % len(self.config.models)] if self.config.models else None
+            set_model(pane, self.config.models[pane.index % len(self.config.models)] if self.config.models else None)
         scenario = self.config.default_scenario
         if scenario:
             state.scenario = load_scenario(scenario)
@@ -462,8 +519,9 @@ class ArenaApp:
         if on:
             self._battle(state)
         else:
-            state.battle, state.revealed = False, True
-        return self.render(state)
+            self.reveal(state)  # leaving a battle shows its names: no vote on it is anonymous from now on
+            state.battle = False
+        return [*self.render(state), *self.board(state), *self.history(state)]
 
     def _battle(self, state: ArenaState) -> None:
         try:
@@ -472,8 +530,10 @@ class ArenaApp:
             raise gr.Error(str(exc)) from None
 
     def new_battle(self, state: ArenaState) -> list[Any]:
+        if state.battle_convs:
+            self.reveal(state)  # the battle left behind gets no vote: its names need not stay hidden
         self._battle(state)
-        return [*self.render(state), True]
+        return [*self.render(state), True, *self.board(state), *self.history(state)]
 
     def add_pane(self, state: ArenaState, targets: list[str]) -> list[Any]:
         state.shown = min(len(PANE_NAMES), state.shown + 1)
@@ -518,9 +578,16 @@ class ArenaApp:
         return handler
 
     def pick_model(self, i: int) -> Any:
-        def handler(state: ArenaState, model: str) -> list[Any]:
-            state.panes[i].model = model
-            state.panes[i].error = ""
+        def handler(state: ArenaState, model: str | None) -> list[Any]:
+            pane = state.panes[i]
+            if state.battle or model not in self.config.models:
+                return self.render(state)  # the picker is hidden in a battle; an unknown name is ignored
+            try:
+                set_model(pane, model)
+            except ValueError as exc:
+                gr.Warning(str(exc))
+                return self.render(state)
+            self.save(state, pane)
             return self.render(state)
 
         return handler
@@ -542,8 +609,7 @@ class ArenaApp:
         def handler(state: ArenaState) -> list[Any]:
             pane = state.panes[i]
             if not pane.busy:
-                pane.conv, pane.stats, pane.person, pane.error = Conversation(), {}, {}, ""
-                state.fix_pending.pop(i, None)
+                pane.reset(pane.model)
             return self.render(state)
 
         return handler
@@ -558,7 +624,7 @@ class ArenaApp:
                 return self.render(state)
             pane.person[index] = mark
             self.save(state, pane)
-            self.store.add_mark(pane.conv.id, index, "person", mark, (), pane.model)
+            self.store.add_mark(pane.conv.id, index, "person", mark, (), author(pane, index))
             return self.render(state)
 
         return handler
@@ -616,9 +682,6 @@ class ArenaApp:
         if src == dst or src not in panes or dst not in panes:
             gr.Warning("Pick two different panes")
             return self.render(state)
-        if panes[dst].busy:
-            gr.Warning(f"{dst} is busy")
-            return self.render(state)
         try:
             transplant(state, panes[src], panes[dst])
         except ValueError as exc:
@@ -630,80 +693,124 @@ class ArenaApp:
     def vote(self, winner: str) -> Any:
         def handler(state: ArenaState) -> list[Any]:
             vote = pending_vote(state)
-            left, right = state.panes[0], state.panes[1]
-            if vote is None or left.model is None or right.model is None:
+            if vote is None:
                 gr.Warning("Nothing to vote on: both sides must answer the same message")
                 return self.render(state)
-            self.store.add_vote(
+            assert vote.left.model is not None and vote.right.model is not None  # pending_vote checks
+            stored = self.store.add_vote(
                 Vote(
                     session=state.session,
                     kind=vote.kind,
                     winner=winner,
-                    model_left=left.model,
-                    model_right=right.model,
-                    conversation_left=vote.left,
-                    conversation_right=vote.right,
+                    model_left=vote.left.model,  # who wrote each answer, not what the pickers show now
+                    model_right=vote.right.model,
+                    conversation_left=vote.left.conversation,
+                    conversation_right=vote.right.conversation,
                     message_index=vote.message_index,
-                    anonymous=state.battle,
+                    anonymous=vote.hidden,
                 )
             )
             state.voted.add(vote.key)
-            if state.battle:
-                state.revealed = True
-                gr.Info(f"Left was {left.model}, right was {right.model}")
+            if not stored:
+                gr.Warning("These two answers already have a vote")
+            if state.hidden:
+                self.reveal(state)
+                gr.Info(f"Left was {vote.left.model}, right was {vote.right.model}")
             return self.render(state)
 
         return handler
 
-    def board(self) -> list[Any]:
+    def board(self, state: ArenaState | None) -> list[Any]:
+        if state is not None and state.hidden:
+            return [[], [], None]  # ratings name the models: not during a battle
         votes = self.store.votes()
         boards = {kind: leaderboard(outcomes(votes, kind)) for kind in ("fix", "first")}
         png = ratings_figure(boards)
         path = None
         if png is not None:
-            path = self.exports / f"ratings-{len(votes)}.png"
-            path.write_bytes(png)
-        return [ratings_table(boards["fix"]), ratings_table(boards["first"]), str(path) if path else None]
+            path = self._hand_out(state, "ratings", ".png", lambda f: f.write(png))
+        return [ratings_table(boards["fix"]), ratings_table(boards["first"]), path]
 
     def history(self, state: ArenaState | None) -> list[Any]:
         convs = [c for c in self.store.conversations() if c.meta.get("source") == "arena"]
         convs = sorted(convs, key=lambda c: -float(c.meta.get("updated", 0) or 0))[:300]
+        hide_all = state is not None and state.hidden
         rows, choices = [], []
         for c in convs:
             first = next((m.content for m in c.messages if m.role == "user"), "")
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(c.meta.get("updated", 0) or 0)))
-            rows.append([when, c.model or "", len(c.messages), _short(first, 60), c.meta.get("scenario") or "", c.id])
-            choices.append((f"{when} · {c.model} · {_short(first, 40)} · {c.id}", c.id))
+            model = "(hidden)" if hide_all or c.meta.get("names_hidden") else c.model or ""
+            rows.append([when, model, len(c.messages), _short(first, 60), c.meta.get("scenario") or "", c.id])
+            choices.append((f"{when} · {model} · {_short(first, 40)} · {c.id}", c.id))
         names = [p.name for p in state.visible()] if state else list(PANE_NAMES[:2])
         return [
             gr.update(choices=choices, value=choices[0][1] if choices else None),
             rows,
             gr.update(choices=names),
-            self.export(),  # the download button hands out the file it holds: refreshed with the list
+            self.export(state),  # the download button hands out the file it holds: refreshed with the list
         ]
 
     def open_conversation(self, state: ArenaState, conv_id: str | None, pane_name: str) -> list[Any]:
+        if state.hidden:
+            gr.Warning("Vote (or leave the battle) before opening another conversation")
+            return self.render(state)
         conv = self.store.conversation(conv_id) if conv_id else None
         pane = next((p for p in state.visible() if p.name == pane_name), None)
         if conv is None or pane is None or pane.busy:
             gr.Warning("Pick a conversation and an idle pane")
             return self.render(state)
+        if conv.meta.get("names_hidden"):  # a battle left without a vote: opening it shows its names
+            conv = replace(conv, meta={**conv.meta, "names_hidden": False})
+            self.store.save_conversation(conv)
+        pane.reset(conv.model)
         pane.conv = conv
-        if conv.model in self.config.models:
-            pane.model = conv.model
-        stats = conv.meta.get("stats", {})
+        if conv.model not in self.config.models:
+            gr.Warning(f"{conv.model or 'Its model'} is not served here: pick a model to continue it (a new branch)")
+        meta = conv.meta
+        stats, person, moved = meta.get("stats"), meta.get("person"), meta.get("transplanted")
         pane.stats = {int(k): v for k, v in stats.items()} if isinstance(stats, dict) else {}
-        pane.person = {m.message_index: m.mark for m in self.store.marks(conv.id) if m.source == "person"}
-        pane.error = ""
-        scenario = conv.meta.get("scenario")
+        if isinstance(person, dict):
+            pane.person = {int(k): str(v) for k, v in person.items()}
+        else:  # stored before marks were kept with the conversation
+            pane.person = {m.message_index: m.mark for m in self.store.marks(conv.id) if m.source == "person"}
+        pane.transplanted = {int(i) for i in moved} if isinstance(moved, list) else set()
+        votes = self.store.votes()  # one vote per pair holds for pairs voted on before, in any session
+        state.voted |= {pair_key(v.conversation_left, v.conversation_right, v.message_index) for v in votes}
+        scenario = meta.get("scenario")
         if scenario and (state.scenario is None or state.scenario.name != scenario) and scenario in BUILTIN:
             state.scenario = load_scenario(scenario)
         return self.render(state)
 
-    def export(self) -> str:
-        out = self.exports / f"arena-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-        tmp = out.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            self.store.export_arena_jsonl(f)
-        tmp.replace(out)
-        return str(out)
+    def export(self, state: ArenaState | None) -> str:
+        """A fresh JSONL of the arena for this session's download button; hidden battles' names are
+        left out (`mendlab export --arena` has everything)."""
+
+        def write(f: BinaryIO) -> None:
+            with io.TextIOWrapper(f, encoding="utf-8") as text:
+                self.store.export_arena_jsonl(text, hide_hidden_names=True)
+
+        return self._hand_out(state, "arena", ".jsonl", write)
+
+    def _hand_out(self, state: ArenaState | None, kind: str, suffix: str, write: Callable[[BinaryIO], object]) -> str:
+        """A file for the page to serve: its own unique name in Gradio's upload folder (two sessions
+        exporting in the same second never share a file), complete before its name is handed out,
+        removed if writing fails, replacing this session's previous one; Gradio deletes the rest
+        when the server stops, and `forget` when the session ends."""
+        folder = Path(get_upload_folder())
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        session = state.session if state is not None else "page"
+        fd, name = tempfile.mkstemp(prefix=f"mendlab-{kind}-{stamp}-{session}-", suffix=suffix, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        if state is not None:
+            old = state.exports.get(kind)
+            if old and old != name:
+                with contextlib.suppress(OSError):
+                    Path(old).unlink()
+            state.exports[kind] = name
+        return name
