@@ -279,3 +279,22 @@ def test_the_report_says_what_its_figures_show(tmp_path: Path) -> None:
     assert "unbiased pass@k" in md and "n_p ≤ N_p/2" in md and "count once" in md
     assert "unbiased pass@k" in (tmp_path / "repair.html").read_text(encoding="utf-8")
     assert [len(row) for row in heatmap_cells(cfg)] == [1, 1]  # (1, 1) and (2, 1): N_p = 4, N_fr <= 3
+
+
+def test_trees_stored_without_feedback_ids_group_repairs_by_their_feedback() -> None:
+    """Trees stored before ids were kept: repairs that share their feedback's text share its tokens."""
+    from mendlab.repair.sandbox import Verdict
+    from mendlab.repair.trees import Node, TaskTree
+
+    wrong = Verdict("wrong_answer", "no")
+    tree = TaskTree(
+        "t",
+        (Node("p", 10, wrong), Node("q", 20, wrong)),
+        (
+            (Node("r1", 1, wrong, "use *", 100), Node("r2", 2, wrong, "use *", 100)),
+            (Node("j1", 30, wrong, "an explanation", 0), Node("j2", 40, wrong, "another", 0)),  # joint answers
+        ),
+    )
+    (pt,) = bootstrap([TaskTree.from_json(tree.to_json()).to_tree()], [(1, 2)], reps=4000)
+    # program p: 10 + 100 + 1 + 2, always; program q: 20 + two joint answers drawn with replacement (35 each)
+    assert math.isclose(pt.tokens, (113 + 90) / 2, abs_tol=4 * pt.tokens_std / math.sqrt(4000))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,21 @@ class Node:
     verdict: Verdict
     feedback: str = ""  # for a repair: the feedback it was written from
     feedback_tokens: int = 0
-    # Which of its program's feedbacks it was written from: the N_r repairs of one feedback share it, so
-    # pass@t pays that feedback's tokens once. None: a feedback of its own (joint answers, old trees).
+    # Which of its program's feedbacks it was written from (a joint answer is its own): the N_r repairs of
+    # one feedback share it, so pass@t pays that feedback's tokens once. None in trees stored before.
     feedback_id: int | None = None
+
+
+def _feedback_ids(repairs: Sequence[Node]) -> list[int | None]:
+    """Which feedback each repair was written from: its recorded id or, in trees stored before ids were
+    kept, its feedback's text (the repairs of one feedback share it word for word); None for its own."""
+    by_text: dict[tuple[str, int], int] = {}
+    return [
+        r.feedback_id
+        if r.feedback_id is not None
+        else (by_text.setdefault((r.feedback, r.feedback_tokens), -1 - len(by_text)) if r.feedback else None)
+        for r in repairs
+    ]
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,10 @@ class TaskTree:
                 Program(
                     p.verdict.passed,
                     p.tokens,
-                    tuple(Pair(r.verdict.passed, r.tokens, r.feedback_id, r.feedback_tokens) for r in reps),
+                    tuple(
+                        Pair(r.verdict.passed, r.tokens, f, r.feedback_tokens)
+                        for r, f in zip(reps, _feedback_ids(reps), strict=True)
+                    ),
                 )
                 for p, reps in zip(self.programs, self.repairs, strict=True)
             ),
@@ -233,12 +248,12 @@ def grow_tree(
             feedbacks = [(text, 0) for text in human.get((task.id, i), [])]  # people's words cost no tokens
         elif cfg.joint or feedback_model is None:
             p = replace(sample, n=cfg.n_f, seed=cfg.seed + 1000 * (i + 1))
-            for comp in repair_model.chat(joint_prompt(task, prog.code, error), p):
+            for j, comp in enumerate(repair_model.chat(joint_prompt(task, prog.code, error), p)):
                 cut = CODE_RE.search(comp.text)
                 explanation = comp.text[: cut.start()].strip() if cut else ""
                 code = extract_code(comp.text)
                 verdict = sandbox.run(task, program_for(task, code))
-                nodes.append(Node(code, comp.completion_tokens, verdict, explanation, 0))  # one answer, counted once
+                nodes.append(Node(code, comp.completion_tokens, verdict, explanation, 0, j))  # its own feedback
                 on_node()
             repairs.append(tuple(nodes))
             continue
