@@ -21,9 +21,10 @@ repairs), and report mean ± std over replicates. Batch mode spends the whole bu
 stops at the first success.
 
 Drawing n programs with replacement from N underestimates pass@n when n nears N (a program drawn
-twice brings nothing new: pass@N_p from N_p programs comes out at 1 - (1 - 1/N_p)^N_p of what it should
-be for a task with one passing program). The paper keeps n_p ≤ N_p / 2, and so do we: `bootstrap` refuses
-larger n_p, and `repair_grid` keeps n_fr ≤ N_fr / 2 as well (1 is always allowed: one draw is unbiased).
+twice brings nothing new: for a task with one passing program out of N_p, pass@N_p is 1, and the draw
+with replacement gives 1 - (1 - 1/N_p)^N_p ≈ 0.63). The paper keeps n_p ≤ N_p / 2, and so do we:
+`bootstrap` refuses larger n_p, and `repair_grid` keeps n_fr ≤ N_fr / 2 as well (1 is always allowed:
+one draw is unbiased).
 """
 
 from __future__ import annotations
