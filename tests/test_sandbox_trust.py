@@ -281,3 +281,20 @@ def test_nothing_a_program_writes_survives_it() -> None:
         second = sb.execute("import os\nprint((sorted(os.listdir('/tmp')), os.listdir('/dev/shm'), os.listdir('.')))")
     tmp, shm, cwd = ast.literal_eval(second.stdout)
     assert shm == [] and cwd == [] and "left" not in tmp and len(tmp) == 1  # only the new program's own folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups of our own need root")
+def test_cgroups_left_by_a_killed_run_are_swept() -> None:
+    from mendlab.repair.cgroup import Cgroup, sweep
+
+    stale = Cgroup.create("test-stale", 8, 64 << 20)
+    young = Cgroup.create("test-young", 8, 64 << 20)
+    assert isinstance(stale, Cgroup) and isinstance(young, Cgroup)
+    hour_ago = time.time() - 3600
+    for d in stale.dirs:
+        os.utime(d, (hour_ago, hour_ago))
+    sweep()
+    assert not any(d.exists() for d in stale.dirs)  # empty and old: a killed run's
+    assert all(d.exists() for d in young.dirs)  # a sandbox may be moving into it right now
+    young.remove()
+    assert not any(d.exists() for d in young.dirs)

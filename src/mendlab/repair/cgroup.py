@@ -18,6 +18,28 @@ from pathlib import Path
 ROOT = Path("/sys/fs/cgroup")
 
 
+def sweep(root: Path = ROOT, min_age_s: float = 60.0) -> int:
+    """Remove our cgroups left empty by a process that was killed before it could (kill -9). A group
+    in use holds its zygote, so rmdir refuses it; young ones are spared while their process moves in."""
+    removed = 0
+    for parent in (root / "pids" / "mendlab", root / "memory" / "mendlab", root / "mendlab"):
+        try:
+            groups = list(parent.iterdir())
+        except OSError:
+            continue
+        for group in groups:
+            try:
+                if not group.is_dir() or time.time() - group.stat().st_mtime < min_age_s:
+                    continue
+                if (group / "cgroup.procs").read_text().strip():
+                    continue
+                group.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 @dataclass(frozen=True)
 class Cgroup:
     dirs: tuple[Path, ...]  # one per controller on v1, a single one on v2

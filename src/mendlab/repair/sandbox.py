@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mendlab.errors import MendlabError
-from mendlab.repair.cgroup import Cgroup
+from mendlab.repair.cgroup import Cgroup, sweep
 from mendlab.repair.tasks import Task
 from mendlab.repair.zygote import decode, encode
 
@@ -466,6 +466,8 @@ class Sandbox:
         """Start the first worker with the best isolation this machine gives, and keep it warm."""
         pythons = list(dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]))
         use_cgroups = os.geteuid() == 0
+        if use_cgroups:
+            sweep()
         why = f"bubblewrap is not installed ({INSTALL_HINT})"
         if not force_unsafe and shutil.which("bwrap"):
             for disable_userns in (True, False):
