@@ -156,6 +156,20 @@ def test_mark_and_vote_are_in_the_store_after_a_reload(arena: tuple[str, Path], 
     page.locator("#history-open").click()
     page.get_by_role("tab", name="Arena").click()
     page.wait_for_function("document.querySelector('#pane-0-chat').innerText.includes('you 🍄')")
+    # The pair voted on, reopened side by side after the reload: no second vote on it.
+    ((left, right),) = db_rows(db, "SELECT conversation_left, conversation_right FROM votes WHERE kind = 'fix'")
+    for conv, pane in ((left, "Left"), (right, "Right")):
+        page.get_by_role("tab", name="History").click()
+        page.locator("#history-pick input").click()
+        page.get_by_role("option").filter(has_text=conv).click()
+        page.locator("#history-pane").get_by_label(pane).check()
+        page.locator("#history-open").click()
+    page.get_by_role("tab", name="Arena").click()
+    page.wait_for_function(
+        "document.querySelector('#pane-1-chat').innerText.includes('The current year is 2024')"
+        " && document.querySelector('#pane-0-chat').innerText.includes('you 🍄')"
+    )
+    assert not page.locator("#vote-left").is_visible()
     page.get_by_role("tab", name="History").click()
     with page.expect_download() as download:
         page.locator("#export").click()
@@ -188,17 +202,46 @@ def test_two_browser_sessions_keep_their_own_state(arena: tuple[str, Path], brow
     b.context.close()
 
 
-def test_battle_hides_the_names_until_the_vote(arena: tuple[str, Path], browser: Any) -> None:
+def names_in_page(page: Any, url: str) -> list[str]:
+    """The model names found anywhere the browser holds the page: the source as served, the live
+    document (hidden elements and attributes included) and its text."""
+    everything = page.request.get(url).text() + page.content() + page.locator("body").inner_text()
+    return [m for m in MODELS if m in everything]
+
+
+def open_tab(page: Any, name: str, ready_js: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_function(ready_js)
+
+
+def test_battle_hides_the_names_everywhere_until_the_vote(arena: tuple[str, Path], browser: Any) -> None:
     url, db = arena
     page = open_page(browser, url)
+    page.locator("#scripted-0").click()  # names on screen before the battle, in the History too
+    wait_answers(page, 0, 1)
+    wait_answers(page, 1, 1)
+    open_tab(page, "History", "document.querySelector('#history-table').innerText.includes('smollm2-135m')")
+    open_tab(page, "Arena", "true")
     page.locator("#new-battle").click()
     page.wait_for_function("document.querySelector('#pane-0-header').innerText.includes('Model A')")
     assert not page.locator("#pane-0-model").is_visible()
+    assert names_in_page(page, url) == []
+    send(page, "Please say hello to everyone in the room. " * 500)  # too long for either model's window
+    page.wait_for_function(
+        "['#pane-0-stats', '#pane-1-stats'].every(s => document.querySelector(s).innerText.includes('context window'))"
+    )
+    assert names_in_page(page, url) == []  # the errors name the models: not in a battle
+    for i in (0, 1):
+        page.locator(f"#pane-{i}-clear").click()
     page.locator("#scripted-0").click()
     wait_answers(page, 0, 1)
     wait_answers(page, 1, 1)
-    headers = page.locator("#pane-0-header").inner_text() + page.locator("#pane-1-header").inner_text()
-    assert not any(m in headers for m in MODELS)
+    page.locator("#vote-tie").wait_for(state="visible")
+    open_tab(page, "History", "document.querySelector('#history-table').innerText.includes('(hidden)')")
+    open_tab(page, "Leaderboard", "true")
+    page.locator("#board-refresh").click()
+    open_tab(page, "Arena", "true")
+    assert names_in_page(page, url) == []
     page.locator("#vote-tie").click()
     page.wait_for_function(
         "['smollm2-135m', 'qwen2.5-coder-0.5b'].every(m => (document.querySelector('#pane-0-header').innerText"
@@ -206,6 +249,70 @@ def test_battle_hides_the_names_until_the_vote(arena: tuple[str, Path], browser:
     )
     assert db_rows(db, "SELECT count(*) FROM votes WHERE anonymous = 1 AND winner = 'tie'")[0][0] == 1
     page.context.close()
+
+
+def test_a_vote_after_changing_the_picker_credits_the_models_that_answered(
+    arena: tuple[str, Path], browser: Any
+) -> None:
+    url, db = arena
+    page = open_page(browser, url)
+    page.locator("#scripted-0").click()
+    wait_answers(page, 0, 1)
+    wait_answers(page, 1, 1)
+    page.locator("#vote-left").wait_for(state="visible")
+    page.locator("#pane-0-model input").click()  # Left answered with SmolLM; now the picker says Qwen
+    page.get_by_role("option", name="qwen2.5-coder-0.5b").click()
+    page.wait_for_function("document.querySelector('#pane-0-header').innerText.includes('qwen2.5-coder-0.5b')")
+    page.locator("#vote-left").click()
+    page.locator("#vote-left").wait_for(state="hidden")
+    ((left, right, conv),) = db_rows(
+        db, "SELECT model_left, model_right, conversation_left FROM votes ORDER BY id DESC LIMIT 1"
+    )
+    assert (left, right) == ("smollm2-135m", "qwen2.5-coder-0.5b")
+    assert db_rows(db, f"SELECT model FROM conversations WHERE id = '{conv}'") == [("smollm2-135m",)]
+    tick(page, "Right", False)
+    send(page, "Add a meeting with Bob on Friday at 3pm")  # the new branch is Qwen's
+    wait_answers(page, 0, 2)
+    rows = db_rows(db, "SELECT model, messages FROM conversations WHERE messages LIKE '%Bob on Friday%'")
+    assert [model for model, _ in rows] == ["qwen2.5-coder-0.5b"]
+    assert '"origin": "smollm2-135m"' in rows[0][1]  # the first answer still names SmolLM
+    page.context.close()
+
+
+def test_exports_are_one_file_per_page_and_gone_when_the_server_stops(
+    registry: Registry, browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mendlab.conversation import Conversation
+    from mendlab.models.base import Message
+    from mendlab.store import ResultsStore
+
+    served = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(served))
+    db = tmp_path / "a.db"
+    with ResultsStore(db) as seed:
+        hello = (Message("user", "hi"), Message("assistant", "hello"))
+        seed.save_conversation(Conversation(hello, id="seeded1", model=MODELS[0], meta={"source": "arena"}))
+    demo, pool, store = build_arena(registry, db, MODELS, memory_gb=1, max_tokens=8, temperature=0)
+    url = launch(demo, port=_free_port(), block=False)
+    try:
+        pages = [open_page(browser, url) for _ in range(2)]
+        for page in pages:  # both pages list the History at once, then download
+            page.get_by_role("tab", name="History").click()
+        names = []
+        for page in pages:
+            page.wait_for_function("document.querySelector('#history-table').innerText.includes('seeded1')")
+            with page.expect_download() as download:
+                page.locator("#export").click()
+            names.append(download.value.suggested_filename)
+            assert '"content": "hello"' in Path(download.value.path()).read_text(encoding="utf-8")
+        assert len(set(names)) == 2
+        for page in pages:
+            page.context.close()
+    finally:
+        demo.close()
+        pool.close()
+        store.close()
+    assert [p for p in served.rglob("*") if p.is_file()] == []
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 800), (420, 900)])

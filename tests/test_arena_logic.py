@@ -491,12 +491,13 @@ def test_an_anonymous_battle_puts_no_model_name_in_the_page(arena_app: ArenaApp)
     assert sorted(models) == sorted((SMOL, QWEN))  # type: ignore[type-var]
     generate(app, state, "Please say hello to everyone in the room. " * 500)  # past both context windows
     assert all("context window" in p.error for p in state.panes[:2])
+    page.append(app.render(state))  # the errors, as the panes show them
     for i in (0, 1):
         app.clear(i)(state)
     generate(app, state, "Say hi.")
     page += [app.render(state), app.tick(state), app.history(state)[:3], app.board(state)]
     assert pending_vote(state) is not None
-    shown = repr(page)
+    shown = repr([[x for x in out if not isinstance(x, ArenaState)] for out in page])  # the state stays on the server
     assert not [m for m in (SMOL, QWEN) if m in shown]
     exported = Path(app.history(state)[-1]).read_text(encoding="utf-8")
     battle_rows = [json.loads(line) for line in exported.splitlines() if json.loads(line).get("battle")]
@@ -551,18 +552,18 @@ def test_page_exports_never_collide_and_leave_no_files_behind(
     first = page_state(app)
     both_answer(app, first, "q")
     sessions = [page_state(app) for _ in range(6)]
-    paths: list[str] = []
+    paths: dict[int, str] = {}
 
-    def export(state: ArenaState) -> None:
-        paths.append(app.history(state)[-1])
+    def export(i: int) -> None:
+        paths[i] = app.history(sessions[i])[-1]
 
-    threads = [threading.Thread(target=export, args=(s,)) for s in sessions]  # six pages at the same instant
+    threads = [threading.Thread(target=export, args=(i,)) for i in range(6)]  # six pages at the same instant
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(paths)) == 6
-    for path in paths:
+    assert len(set(paths.values())) == 6
+    for path in paths.values():
         rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
         assert sorted(r["id"] for r in rows) == sorted(p.conv.id for p in first.panes[:2])
 

@@ -414,7 +414,7 @@ class ArenaApp:
                         temperature = gr.Slider(0, 2, value=cfg.temperature, step=0.05, label="Temperature")
                         max_tokens = gr.Slider(8, 4096, value=cfg.max_tokens, step=8, label="Max new tokens")
             with gr.Tab("Leaderboard") as board_tab:
-                board_refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
+                board_refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90, elem_id="board-refresh")
                 gr.Markdown("### Fixes: which side fixed a marked mistake better")
                 headers = ["#", "Model", "Rating", "95% CI", "Votes", "Win rate"]
                 board_fix = gr.Dataframe(headers=headers, interactive=False, elem_id="board-fix")
@@ -435,7 +435,9 @@ class ArenaApp:
                     history_pane = gr.Radio(list(PANE_NAMES[:2]), value="Left", label="Open in", elem_id="history-pane")
                     history_open = gr.Button("Open", elem_id="history-open")
                 history_table = gr.Dataframe(
-                    headers=["When", "Model", "Messages", "First message", "Scenario", "Id"], interactive=False
+                    headers=["When", "Model", "Messages", "First message", "Scenario", "Id"],
+                    interactive=False,
+                    elem_id="history-table",
                 )
             timer = gr.Timer(1.0)
 
