@@ -19,18 +19,21 @@ GREEDY = SamplingParams(max_tokens=64)
 
 
 def test_qwen_greedy_dialog_fixes_the_year_when_told(qwen: ChatModel) -> None:
-    res = play_dialog(qwen, CAL, GREEDY, "pointed", max_fixes=1)
+    res = play_dialog(qwen, CAL, GREEDY, "explicit", max_fixes=1)
     first, fix = res.grades[0], res.grades[1]
     assert first.step == 1 and first.attempt == 0 and "wrong_year" in first.errors  # 2023, as MODELS.md says
-    assert fix.step == 1 and fix.attempt == 1 and fix.fixed and fix.marks[0] == "🥦"
-    # every scripted turn was asked, and every answer graded
+    assert res.messages[3] == Message("user", "Use the year 2024.")  # the rung's words, before the script's
+    assert fix.step == 1 and fix.attempt == 1 and fix.pointed_gone and fix.marks[0] == "🥦"
+    # every scripted turn was asked, as a step of its own, and every answer graded
     users = [m.content for m in res.messages if m.role == "user"]
     assert all(step.user in users for step in CAL.steps)
     assert len(res.grades) == sum(m.role == "assistant" for m in res.messages)
+    assert sorted({g.step for g in res.grades if g.attempt == 0}) == [1, 2, 3, 4, 5, 6]
     # a fix attempt follows only a wrong answer, and at most max_fixes times per step
-    for step in {g.step for g in res.grades}:
-        fixes = [g for g in res.grades if g.step == step and g.attempt > 0]
-        assert len(fixes) <= 2  # the scripted feedback turn of step 1, plus one rule fix
+    for g in res.grades:
+        if g.attempt > 0:
+            before = res.grades[g.turn - 2]
+            assert before.errors and g.pointed == before.errors and g.attempt == 1
 
 
 def test_replay_puts_the_mistake_in_the_models_mouth(smollm: ChatModel) -> None:
@@ -81,7 +84,18 @@ def test_run_all_report_resume_and_grade(tmp_path: Path) -> None:
     ]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
     assert r.returncode == 0, r.stderr
-    assert "Fix rate" in r.stdout
+    assert "Fix rates" in r.stdout
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["run"] == "calendar" and summary["config"]["params"]["max_tokens"] == 48
+    assert {(x["model"], x["rung"]) for x in summary["dialogs"]} == {
+        ("qwen2.5-coder-0.5b", "pointed"),
+        ("smollm2-135m", "pointed"),
+    }
+    for row in summary["dialogs"] + summary["replay"] + summary["reliability"]:
+        for key, rate in row.items():
+            if isinstance(rate, dict) and "k" in rate:  # every rate: k of n, with its interval when n > 0
+                assert 0 <= rate["k"] <= rate["n"], key
+                assert rate["n"] == 0 or rate["low"] <= rate["k"] / rate["n"] <= rate["high"], key
     md = (tmp_path / "report" / "report.md").read_text()
     page = (tmp_path / "report" / "report.html").read_text()
     for section in (
@@ -125,6 +139,23 @@ def test_run_all_report_resume_and_grade(tmp_path: Path) -> None:
         [MENDLAB, "report", "-o", str(tmp_path / "r2")], cwd=tmp_path, capture_output=True, env=cli_env()
     )
     assert rep.returncode == 0 and (tmp_path / "r2" / "report.html").is_file()
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text()) == summary  # the same figures, from the store
+    # another max-tokens: the run is not reused; with --new-run, a new one beside it
+    other = [*cmd[:-1], "40"]
+    stop = subprocess.run(other, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert stop.returncode == 2 and "params.max_tokens 48 → 40" in stop.stderr and "Traceback" not in stop.stderr
+    fresh = subprocess.run(
+        [*other[:2], "reliability", *other[3:], "--new-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=600,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    assert "new run calendar-2: run 'calendar' was made with params.max_tokens 48 → 40" in fresh.stdout
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM generations WHERE run_id = 'calendar'").fetchone()[0] == n_gen
 
 
 def test_bad_scenario_and_grade_input_are_one_line_errors(tmp_path: Path) -> None:
