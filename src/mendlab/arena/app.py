@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -226,7 +227,8 @@ class ArenaApp:
             Path(path).unlink(missing_ok=True)
         state.exports.clear()
         if state.battle_convs:
-            self.reveal(state)
+            with contextlib.suppress(sqlite3.ProgrammingError):  # the store closed first: the server is stopping
+                self.reveal(state)
 
     def on_answer(self, state: ArenaState, pane: Pane, completion: Completion) -> None:
         self.save(state, pane)
@@ -523,7 +525,7 @@ class ArenaApp:
         else:
             self.reveal(state)  # leaving a battle shows its names: no vote on it is anonymous from now on
             state.battle = False
-        return [*self.render(state), *self.board(state), *self.history(state)]
+        return [*self.render(state), *self.other_tabs(state)]
 
     def _battle(self, state: ArenaState) -> None:
         try:
@@ -535,7 +537,14 @@ class ArenaApp:
         if state.battle_convs:
             self.reveal(state)  # the battle left behind gets no vote: its names need not stay hidden
         self._battle(state)
-        return [*self.render(state), True, *self.board(state), *self.history(state)]
+        return [*self.render(state), True, *self.other_tabs(state)]
+
+    def other_tabs(self, state: ArenaState) -> list[Any]:
+        """Leaderboard and History as a battle starts: redrawn without names (what they showed before
+        stays in the page otherwise); left as they are when names may show."""
+        if not state.hidden:
+            return [gr.skip()] * 7
+        return [*self.board(state), *self.history(state)]
 
     def add_pane(self, state: ArenaState, targets: list[str]) -> list[Any]:
         state.shown = min(len(PANE_NAMES), state.shown + 1)
