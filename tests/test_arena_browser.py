@@ -242,6 +242,8 @@ def test_battle_hides_the_names_everywhere_until_the_vote(arena: tuple[str, Path
     page.locator("#board-refresh").click()
     open_tab(page, "Arena", "true")
     assert names_in_page(page, url) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "arena-battle-1280x800.png")
     page.locator("#vote-tie").click()
     page.wait_for_function(
         "['smollm2-135m', 'qwen2.5-coder-0.5b'].every(m => (document.querySelector('#pane-0-header').innerText"

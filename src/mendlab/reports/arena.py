@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from mendlab.arena.ratings import Rating
 from mendlab.reports.figures import pyplot, to_png
 
-TITLES = {"fix": "Fixes (votes after a marked mistake)", "first": "First answers"}
+TITLES = {"fix": "Fixes (votes on the answers to a fix request)", "first": "First answers"}
 
 
 def ratings_figure(boards: Mapping[str, Sequence[Rating]]) -> bytes | None:
