@@ -2,8 +2,10 @@
 
 Kept apart from the web page so the rules (what a retry or a transplant does to the conversation
 tree, when a vote is a vote on a fix) can be read and tested without a browser. Every change makes
-a new conversation value; a change that drops turns (retry, fork, transplant over an answer) makes a
-new branch, so nothing a person saw is overwritten in the store.
+a new conversation value; a change that drops turns (retry, fork, transplant over an answer) or that
+changes who answers next (another model) makes a new branch, so nothing a person saw is overwritten
+in the store and every answer keeps its author: a vote or a mark names the model that wrote the
+answer, never the one a picker shows later.
 """
 
 from __future__ import annotations
