@@ -38,7 +38,7 @@ def test_terminal_chat_streams_and_saves(tmp_path: Path) -> None:
         timeout=120,
     )
     child.expect("you>")
-    child.sendline("What is the capital of France?")
+    child.sendline("What is the capital of France? Answer in one word.")
     child.expect("Paris")
     child.expect(r"(\d+) tokens, [\d.]+ tok/s")
     child.expect("you>")
