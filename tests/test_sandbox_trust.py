@@ -99,27 +99,112 @@ def test_the_zygote_is_out_of_the_programs_reach(sandbox: Sandbox) -> None:
     cannot be opened through /proc, traced or read, though it runs as the same user."""
     probe = r"""
 import ctypes, json, os
-ppid = os.getppid()
-got = {}
-try:
-    got['fds'] = os.listdir('/proc/%d/fd' % ppid)
-except OSError as e:
-    got['fds'] = None
-for name in ('mem', 'environ'):
-    try:
-        got[name] = len(open('/proc/%d/%s' % (ppid, name), 'rb').read(16))
-    except OSError:
-        got[name] = None
 libc = ctypes.CDLL(None, use_errno=True)
-got['ptrace'] = libc.ptrace(16, ppid, 0, 0)  # PTRACE_ATTACH
-got['same_user'] = os.stat('/proc/%d' % ppid).st_uid == os.getuid() or True
+got = {'ppid': os.getppid()}
+for pid in sorted({os.getppid(), 1}):
+    row = {}
+    try:
+        row['fds'] = os.listdir('/proc/%d/fd' % pid)
+    except OSError:
+        row['fds'] = None
+    for name in ('mem', 'environ'):
+        try:
+            row[name] = len(open('/proc/%d/%s' % (pid, name), 'rb').read(16))
+        except OSError:
+            row[name] = None
+    for fd in (0, 1):
+        try:
+            os.open('/proc/%d/fd/%d' % (pid, fd), os.O_WRONLY)
+            row['open%d' % fd] = True
+        except OSError:
+            row['open%d' % fd] = False
+    row['ptrace'] = libc.ptrace(16, pid, 0, 0)  # PTRACE_ATTACH
+    got[str(pid)] = row
 print(json.dumps(got))
 """
     run = sandbox.execute(probe)
     assert run.exit_code == 0, run.stderr
     got = json.loads(run.stdout)
-    assert got["fds"] is None and got["mem"] is None and got["environ"] is None
-    assert got["ptrace"] == -1
+    assert got["ppid"] != 1  # programs are forked by the template, not by the zygote (PID 1)
+    for pid in {str(got["ppid"]), "1"}:
+        row = got[pid]
+        assert row["fds"] is None and row["mem"] is None and row["environ"] is None, (pid, row)
+        assert row["open0"] is False and row["open1"] is False and row["ptrace"] == -1, (pid, row)
+
+
+# Attaches to PID 1 (the process holding the channel) and makes it write forged replies.
+INJECT = r"""
+import ctypes, os
+def _inject(data, pid=1, fd=1):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.restype = ctypes.c_long
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(16, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), 'attach')
+    os.waitpid(pid, 0x40000000)
+    regs = (ctypes.c_ulong * 27)()
+    libc.ptrace(12, pid, None, ctypes.addressof(regs))
+    saved = (ctypes.c_ulong * 27)(*regs)
+    RAX, RDX, RSI, RDI, ORIG, RIP, RSP = 10, 12, 13, 14, 15, 16, 19
+    mem = os.open('/proc/%d/mem' % pid, os.O_RDWR)
+    sc = regs[RIP] - 2
+    addr = regs[RSP] - 2048 - len(data)
+    os.pwrite(mem, data, addr)
+    regs[RAX], regs[RDI], regs[RSI], regs[RDX], regs[RIP], regs[ORIG] = 1, fd, addr, len(data), sc, 2**64 - 1
+    libc.ptrace(13, pid, None, ctypes.addressof(regs))
+    libc.ptrace(9, pid, None, None)
+    os.waitpid(pid, 0x40000000)
+    libc.ptrace(13, pid, None, ctypes.addressof(saved))
+    libc.ptrace(17, pid, None, None)
+    os.close(mem)
+"""
+PLANT = INJECT + r"""
+import json
+lines = [{"ok": {"i": "5"}}, {"clean": True}, {"loaded": True}, {"ok": {"i": "5"}}, {"ok": {"i": "6"}},
+         {"ok": {"i": "77"}}, {"clean": True}]
+try:
+    _inject("".join(json.dumps(x) + "\n" for x in lines).encode())
+except OSError:
+    pass
+def add(a, b):
+    return a + b
+"""
+WRONG = "def add(a, b):\n    return 0\n"
+
+# Finds an earlier program's source in the memory it inherited, and runs that.
+COPIER = r"""
+import ctypes, re
+def _steal():
+    found = None
+    with open('/proc/self/maps') as f:
+        maps = [line.split() for line in f]
+    for m in maps:
+        lo, hi = (int(x, 16) for x in m[0].split('-'))
+        if 'rw' not in m[1] or hi - lo > 256 << 20 or (len(m) > 5 and m[5].startswith('[v')):
+            continue
+        for hit in re.finditer(rb'def add\(a, b\):\\n    return ([^"\\]{1,80})\\n', ctypes.string_at(lo, hi - lo)):
+            if b'_stolen' not in hit.group(0):
+                found = hit.group(1).decode()
+    return found
+_stolen = _steal()
+def add(a, b):
+    return 0 if _stolen is None else eval(_stolen, {'a': a, 'b': b})
+"""
+
+
+def test_a_program_cannot_plant_replies_for_the_next_one() -> None:
+    with Sandbox(FAST, workers=1) as sb:  # one worker: the next program runs where the planter ran
+        sb.run(ADD, PLANT)
+        assert sb.run(ADD, WRONG).status == "wrong_answer"
+        assert sb.run(ADD, GOOD).passed
+
+
+def test_a_program_cannot_copy_an_earlier_programs_answer_from_memory() -> None:
+    honest = "# an honest sample, padded to stay out of small-object pools" + " " * 2000 + "\n" + GOOD
+    with Sandbox(FAST, workers=1) as sb:
+        assert sb.run(ADD, honest).passed
+        for _ in range(2):
+            assert sb.run(ADD, COPIER).status == "wrong_answer"
 
 
 FIND = r"""
@@ -184,7 +269,7 @@ def test_a_fork_bomb_does_not_jam_the_next_programs() -> None:
 def test_a_spawn_that_fails_is_retried_then_that_samples_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with Sandbox(FAST, workers=1) as sb:
         killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD
-        assert sb.run(ADD, killer).status == "runtime_error"  # it killed its zygote: a new one is needed
+        sb.run(ADD, killer)  # it killed the process that forks programs: this worker is done, a new one is needed
         calls = []
 
         def refuse(self: object) -> None:

@@ -242,6 +242,8 @@ class _Worker:
         self.work: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.hello: dict[str, Any] = {}
+        # A reply holds at most a program's capped output, JSON-escaped (up to 6 bytes a byte).
+        self.max_reply = 6 * (plan.limits.output_kb << 10) + (1 << 16)
 
     def start(self) -> None:
         plan, lim = self.plan, self.plan.limits
@@ -290,7 +292,7 @@ class _Worker:
             raise _SpawnFailed(f"could not start the sandbox: {exc.strerror or exc}") from None
         scratch = ["/dev/shm"] if plan.bwrap is not None else []  # the sandbox's own, never the machine's
         cfg = {"limits": asdict(lim), "nproc": nproc, "kill_all": kill_all, "work": work, "scratch": scratch,
-               "preload": PRELOAD}  # fmt: skip
+               "preload": PRELOAD, "pid1": plan.bwrap is not None}  # fmt: skip
         hello = self.request(cfg, 20.0)
         if hello is None or not hello.get("hello"):
             why = self._stderr() or "no answer"
@@ -334,7 +336,7 @@ class _Worker:
                 self.broken = True
                 return None
             chunk = os.read(fd, 1 << 20)
-            if not chunk:
+            if not chunk or len(self.buf) + len(chunk) > self.max_reply:
                 self.broken = True
                 return None
             self.buf += chunk
@@ -342,7 +344,7 @@ class _Worker:
         self.buf = bytearray(rest)
         try:
             reply = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.broken = True
             return None
         if not isinstance(reply, dict):
@@ -418,7 +420,7 @@ def sandbox_processes(token: str) -> list[int]:
     return found
 
 
-def _bwrap_base(disable_userns: bool) -> list[str] | None:
+def _bwrap_base(disable_userns: bool, tmp_bytes: int) -> list[str] | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return None
@@ -428,10 +430,17 @@ def _bwrap_base(disable_userns: bool) -> list[str] | None:
         "--unshare-user",
         *(["--disable-userns"] if disable_userns else []),
         "--new-session",
+        "--as-pid-1",  # the zygote is PID 1: nothing else in the sandbox holds our channel
         "--proc",
         "/proc",
         "--dev",
         "/dev",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        "/dev/shm",
+        "--size",
+        str(tmp_bytes),
         "--tmpfs",
         "/tmp",
     ]
@@ -473,19 +482,23 @@ class Sandbox:
             for disable_userns in (True, False):
                 for python in pythons:
                     interp = _interpreter(python)
-                    base = _bwrap_base(disable_userns)
+                    base = _bwrap_base(disable_userns, max(64, 4 * self.limits.file_mb) << 20)
                     if interp is None or base is None:
                         continue
-                    plan = _Plan(interp.executable, [*base, *_filesystem(interp)], self.token, self.limits, use_cgroups)
+                    # Everything but /tmp and /dev/shm read-only: nothing else to leave for the next program.
+                    view = [*base, *_filesystem(interp), "--remount-ro", "/dev", "--remount-ro", "/"]
+                    plan = _Plan(interp.executable, view, self.token, self.limits, use_cgroups)
                     try:
                         worker = self._start(plan)
                     except _SpawnFailed as exc:
                         why = f"bubblewrap refused to start ({exc})"
                         continue
                     self._idle.put(worker)
+                    userns = "no further user namespaces" if disable_userns else "user namespaces NOT disabled"
                     detail = (
-                        "bubblewrap: no network, own PID and user namespaces, only the Python standard "
-                        f"library and system libraries visible, private /tmp; {worker.cgroup_note}"
+                        f"bubblewrap ({os.path.basename(interp.executable)}): no network, own PID and user "
+                        f"namespaces, {userns}, only the Python standard library and the libraries it loads "
+                        f"visible, read-only but a private /tmp; {worker.cgroup_note}"
                     )
                     return plan, Isolation("bwrap", detail)
         if not allow_unsafe:
@@ -581,6 +594,8 @@ class Sandbox:
                 verdict = Verdict("sandbox_error", _cut(f"{exc} (after {attempt + 1} attempts)"))
                 time.sleep(0.1 * (attempt + 1) ** 2)
                 continue
+            except (RecursionError, MemoryError, ValueError) as exc:  # never a traceback for one sample
+                verdict = Verdict("sandbox_error", _cut(f"{type(exc).__name__} while judging the program"))
             break
         return Verdict(verdict.status, verdict.message, verdict.tests_run, time.perf_counter() - start)
 
@@ -608,6 +623,8 @@ class Sandbox:
             ast.parse(program)
         except SyntaxError as exc:
             return Verdict("compile_error", _cut(f"SyntaxError: {exc.msg} (line {exc.lineno})"))
+        except (RecursionError, MemoryError, ValueError) as exc:  # a program built to choke the parser
+            return Verdict("compile_error", _cut(f"{type(exc).__name__} while parsing the program"))
         if not task.io:
             return Verdict("sandbox_error", "the task has no tests: nothing can pass")
         deadline = time.monotonic() + self.limits.task_s

@@ -3,14 +3,18 @@
 Standard library only, and passed to the interpreter with -c, so the sandbox needs no readable file of
 ours. The parent imports `encode`/`decode` from here, so both ends speak one format.
 
-Why a zygote: starting bubblewrap and Python costs tens of milliseconds, forking a warm interpreter
-about one. Why the program never runs in the zygote itself: the zygote holds the channel to the
-parent, and a program that shared its process (or any descriptor of it) could write a verdict into
-it. So each program runs in a forked child that keeps only a private pipe to the zygote; the zygote
-is made non-dumpable, so the child (same user, no capabilities) cannot open its descriptors through
-/proc or ptrace it. Whatever the child writes is read as untrusted data: values are passed on to the
-parent wrapped in a message the zygote builds, and no message from the zygote is ever a verdict; the
-parent runs the tests and decides.
+Three kinds of process, so that no program can forge a verdict or read another's work:
+- the zygote (PID 1 of the sandbox: signals from inside cannot stop or kill it) holds the channel to
+  the parent and parses every request and reply. It is non-dumpable: programs, same user and no
+  capabilities, can neither open its descriptors through /proc nor ptrace it nor read its memory;
+- the template, forked from the zygote after the warm imports and before the first request, so its
+  heap never holds a program, an input or an answer. It only receives descriptors and one-letter
+  orders over a socket, and forks each program from that clean heap (a program forked from the
+  zygote could find earlier programs' sources and results in the memory it inherits, and copy them);
+- the program, with only its own pipes: it gets its source and arguments through them and writes
+  values back. What it writes is read by the zygote as untrusted data; values are passed on to the
+  parent wrapped in a message the zygote builds, and nothing from here is ever a verdict: the parent
+  runs the tests and decides.
 
 Protocol with the parent, one JSON object per line each way:
   {"op": "load", "source": S, "entry": NAME, "timeout": T}   -> {"loaded": true} | {"failed": KIND, ...}
@@ -26,6 +30,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -128,9 +133,15 @@ def _read_line(fd: int, buf: bytearray) -> bytes | None:
     return line
 
 
-def _function_child(source: str, entry: str) -> None:
-    """fd 3: requests from the zygote, fd 4: replies to it; 0, 1, 2 are /dev/null."""
+def _function_child() -> None:
+    """fd 3: the program, then requests, from the zygote; fd 4: replies to it; 0, 1, 2: /dev/null."""
     out = os.fdopen(4, "wb", buffering=0)
+    buf = bytearray()
+    first = _read_line(3, buf)
+    if first is None:
+        return
+    header = _loads(first)
+    source, entry = str(header["source"]), str(header["entry"])
 
     def send(obj: dict[str, Any]) -> None:
         out.write((_dumps(obj) + "\n").encode())
@@ -160,7 +171,6 @@ def _function_child(source: str, entry: str) -> None:
         send({"failed": "runtime_error", "error": "NameError: " + entry + " is not defined", "line": None})
         return
     send({"loaded": True})
-    buf = bytearray()
     while True:
         line = _read_line(3, buf)
         if line is None:
@@ -177,8 +187,17 @@ def _function_child(source: str, entry: str) -> None:
         send({"ok": payload})
 
 
-def _stdio_child(source: str) -> None:
-    """fd 0, 1, 2: the program's own stdin, stdout and stderr, as if it were run as a script."""
+def _stdio_child() -> None:
+    """fd 0, 1, 2: the program's own stdin, stdout and stderr, as if it were run as a script; fd 3
+    brings its source."""
+    chunks = []
+    while True:
+        chunk = os.read(3, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(3)
+    source = b"".join(chunks).decode("utf-8", "replace")
     sys.stdin = open(0, encoding="utf-8", errors="replace", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", closefd=False, buffering=1)
@@ -205,101 +224,114 @@ def _stdio_child(source: str) -> None:
 # ---------------------------------------------------------------------------------------- the zygote
 
 
-class Zygote:
-    def __init__(self, cfg: dict[str, Any], chan_in: int, chan_out: int) -> None:
+class Template:
+    """Forks programs from a heap that never held one. Orders, one datagram each:
+    F + descriptors (request, reply): a function program;  S + descriptors (stdin, stdout, stderr,
+    source): a script;  W pid timeout: its exit status;  K: kill every program process."""
+
+    def __init__(self, sock: socket.socket, cfg: dict[str, Any]) -> None:
+        self.sock = sock
         self.cfg = cfg
-        self.chan_in = chan_in
-        self.chan_out = chan_out
-        self.inbuf = bytearray()
-        self.child: int | None = None
-        self.req_w: int | None = None
-        self.rep_r: int | None = None
-        self.rep_buf = bytearray()
 
-    def send(self, obj: dict[str, Any]) -> None:
-        data = (_dumps(obj) + "\n").encode()
-        while data:
-            data = data[os.write(self.chan_out, data) :]
+    def serve(self) -> None:
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 256, 8)
+            except OSError:
+                return
+            if not msg:
+                return
+            kind = msg[:1]
+            if kind in (b"F", b"S"):
+                self.sock.send(str(self.spawn(kind, fds)).encode())
+            elif kind == b"W":
+                pid, timeout = msg[1:].split()
+                self.sock.send(_dumps(self.wait(int(pid), float(timeout))).encode())
+            elif kind == b"K":
+                self.sock.send(b"clean" if self.kill_all() else b"dirty")
 
-    # -- processes
-
-    def fork(self, fds: dict[int, int], close: list[int]) -> int | None:
+    def spawn(self, kind: bytes, fds: list[int]) -> int:
+        if kind == b"F":
+            null = os.open(os.devnull, os.O_RDWR)
+            mapping = {0: null, 1: null, 2: null, 3: fds[0], 4: fds[1]}
+        else:
+            null = -1
+            mapping = {0: fds[0], 1: fds[1], 2: fds[2], 3: fds[3]}
+        pid = -1
         for attempt in range(5):
             try:
                 pid = os.fork()
             except OSError:
                 time.sleep(0.02 * (attempt + 1))
-                self.clean()
+                self.kill_all()
                 continue
             if pid == 0:
                 try:
-                    _become_child(fds, self.cfg)
-                except BaseException:
+                    self.sock.close()
+                    _become_child(mapping, self.cfg)
+                    if kind == b"F":
+                        _function_child()
+                    else:
+                        _stdio_child()
+                finally:
                     os._exit(70)
-                return 0
-            for fd in close:
+            break
+        for fd in [*fds, null]:
+            if fd >= 0:
                 os.close(fd)
-            return pid
-        for fd in close:
-            os.close(fd)
-        return None
+        return pid
 
-    def clean(self) -> bool:
-        """Kill the program and everything it started; True when nothing of it is left."""
-        if self.child is not None:
+    @staticmethod
+    def wait(pid: int, timeout: float) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
             try:
-                os.killpg(self.child, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.kill(self.child, signal.SIGKILL)
-            except OSError:
-                pass
-        for fd in (self.req_w, self.rep_r):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.child = self.req_w = self.rep_r = None
-        self.rep_buf = bytearray()
-        clean = True
-        if self.cfg.get("kill_all"):  # alone in a PID namespace (or a user of our own): kill(-1) spares only us
-            clean = False
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end:
-                self.reap()
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return {"gone": True}
+            if got:
+                if os.WIFSIGNALED(status):
+                    return {"signal": signal.Signals(os.WTERMSIG(status)).name}
+                return {"exit": os.WEXITSTATUS(status)}
+            if time.monotonic() >= end:
+                return {"running": True}
+            time.sleep(0.0005)
+
+    def kill_all(self) -> bool:
+        """Every process of the sandbox but the zygote and us. In a PID namespace where the zygote is
+        PID 1, kill(-1) spares exactly those two; with a user of our own, every process of that user."""
+        end = time.monotonic() + 2.0
+        me, zygote = os.getpid(), os.getppid()
+        while time.monotonic() < end:
+            self.reap()
+            if self.cfg.get("pid1"):
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except ProcessLookupError:
-                    clean = True
-                    break
+                    return True
                 except OSError:
-                    break
-                time.sleep(0.001)
-        self.reap()
-        if clean:
-            self.wipe()
-        return clean
-
-    def wipe(self) -> None:
-        """Nothing a program wrote survives it: the next program starts from an empty /tmp."""
-        import shutil
-
-        for folder in (self.cfg["work"], *self.cfg.get("scratch", ())):
-            try:
-                names = os.listdir(folder)
-            except OSError:
-                continue
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        os.unlink(path)
-                except OSError:
-                    pass
+                    return False
+            elif self.cfg.get("kill_all"):
+                uid, left = os.getuid(), 0
+                for entry in os.listdir("/proc"):
+                    if not entry.isdigit() or int(entry) in (me, zygote):
+                        continue
+                    try:
+                        if os.stat("/proc/" + entry).st_uid != uid:
+                            continue
+                        with open("/proc/" + entry + "/stat") as fh:
+                            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                                continue
+                        os.kill(int(entry), signal.SIGKILL)
+                        left += 1
+                    except (OSError, IndexError):
+                        continue
+                if not left:
+                    return True
+            else:
+                return True  # our own user, shared with the rest of the machine: the process group only
+            time.sleep(0.001)
+        return False
 
     @staticmethod
     def reap() -> None:
@@ -311,24 +343,157 @@ class Zygote:
             if pid == 0:
                 return
 
-    def child_status(self, pid: int, wait_s: float = 1.0) -> str:
-        end = time.monotonic() + wait_s
+
+class Zygote:
+    def __init__(self, cfg: dict[str, Any], chan_in: int, chan_out: int, template: socket.socket) -> None:
+        self.cfg = cfg
+        self.chan_in = chan_in
+        self.chan_out = chan_out
+        self.template = template
+        self.inbuf = bytearray()
+        self.child: int | None = None
+        self.req_w: int | None = None
+        self.rep_r: int | None = None
+        self.rep_buf = bytearray()
+
+    def send(self, obj: dict[str, Any]) -> None:
+        data = (_dumps(obj) + "\n").encode()
+        while data:
+            data = data[os.write(self.chan_out, data) :]
+
+    # -- processes, through the template
+
+    def order(self, msg: bytes, fds: list[int] = ()) -> bytes:  # type: ignore[assignment]
+        socket.send_fds(self.template, [msg], list(fds))
+        for fd in fds:
+            os.close(fd)
+        reply = self.template.recv(4096)
+        if not reply:  # the template is gone (a program killed it): this worker is done
+            self.send({"failed": "runtime_error", "error": "the sandbox's template process died"})
+            os._exit(3)
+        return reply
+
+    def spawn(self, kind: bytes, fds: list[int]) -> int | None:
+        pid = int(self.order(kind, fds))
+        return pid if pid > 0 else None
+
+    def clean(self) -> bool:
+        """Kill the program and everything it started; True when nothing of it is left."""
+        if self.child is not None:
+            try:
+                os.killpg(self.child, signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in (self.req_w, self.rep_r):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.child = self.req_w = self.rep_r = None
+        self.rep_buf = bytearray()
+        clean = self.order(b"K") == b"clean"
+        self.reap()  # orphans come to PID 1
+        self.ipc_clean()
+        return clean and self.wipe()
+
+    @staticmethod
+    def reap() -> None:
         while True:
             try:
-                got, status = os.waitpid(pid, os.WNOHANG)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return "the program's process is gone"
-            if got:
-                break
-            if time.monotonic() > end:  # alive, but it closed its answer channel
-                return "the program closed its answer channel"
-            time.sleep(0.001)
-        if os.WIFSIGNALED(status):
-            sig = signal.Signals(os.WTERMSIG(status)).name
+                return
+            if pid == 0:
+                return
+
+    def ipc_clean(self) -> None:
+        """System V shared memory, queues and semaphores outlive their process: remove them."""
+        if not self.cfg.get("pid1"):
+            return
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+        except (OSError, ImportError):
+            return
+        for name, rm in (("shm", libc.shmctl), ("msg", libc.msgctl)):
+            for ident in self._ipc_ids(name, 1):
+                rm(ident, 0, None)  # IPC_RMID
+        for ident in self._ipc_ids("sem", 1):
+            libc.semctl(ident, 0, 0)
+
+    @staticmethod
+    def _ipc_ids(name: str, column: int) -> list[int]:
+        try:
+            with open("/proc/sysvipc/" + name) as fh:
+                rows = fh.read().splitlines()[1:]
+        except OSError:
+            return []
+        return [int(r.split()[column]) for r in rows if len(r.split()) > column]
+
+    def wipe(self) -> bool:
+        """Nothing a program wrote survives it: the next program starts from an empty /tmp."""
+        import shutil
+        import stat
+
+        def writable(func: Any, path: str, _: Any) -> None:
+            try:
+                os.chmod(os.path.dirname(path), stat.S_IRWXU)
+                os.chmod(path, stat.S_IRWXU)
+                func(path)
+            except OSError:
+                pass
+
+        empty = True
+        for folder in (self.cfg["work"], *self.cfg.get("scratch", ())):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        os.chmod(path, stat.S_IRWXU)
+                        shutil.rmtree(path, onerror=writable)
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    pass
+            try:
+                empty = empty and not os.listdir(folder)
+            except OSError:
+                pass
+        return empty
+
+    def child_status(self, pid: int, wait_s: float = 1.0) -> str:
+        got = _loads(self.order(b"W%d %f" % (pid, wait_s)))
+        if got.get("running"):  # alive, but it closed its answer channel
+            return "the program closed its answer channel"
+        if got.get("gone"):
+            return "the program's process is gone"
+        if "signal" in got:
+            sig = str(got["signal"])
             if sig in ("SIGXCPU", "SIGKILL"):
                 return "killed by " + sig + " (CPU or memory limit)"
             return "killed by " + sig
-        return "the program exited (code " + str(os.WEXITSTATUS(status)) + ") before answering"
+        return "the program exited (code " + str(got.get("exit")) + ") before answering"
+
+    def write_all(self, fd: int, data: bytes, end: float) -> bool:
+        """Write to a program's pipe without ever blocking on a program that does not read."""
+        os.set_blocking(fd, False)
+        while data:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                return False
+            try:
+                data = data[os.write(fd, data[: 1 << 16]) :]
+            except BlockingIOError:
+                continue
+            except OSError:
+                return False
+        return True
 
     # -- function programs
 
@@ -336,30 +501,28 @@ class Zygote:
         self.clean()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        null = os.open(os.devnull, os.O_RDWR)
-        pid = self.fork({0: null, 1: null, 2: null, 3: req_r, 4: rep_w}, close=[req_r, rep_w, null])
-        if pid == 0:
-            try:
-                _function_child(str(req["source"]), str(req["entry"]))
-            finally:
-                os._exit(0)
+        pid = self.spawn(b"F", [req_r, rep_w])
         if pid is None:
             os.close(req_w)
             os.close(rep_r)
             return {"failed": "spawn", "error": "could not fork the program"}
         self.child, self.req_w, self.rep_r = pid, req_w, rep_r
-        return self.answer(float(req["timeout"]), loading=True)
+        timeout = float(req["timeout"])
+        header = (_dumps({"source": req["source"], "entry": req["entry"]}) + "\n").encode()
+        if not self.write_all(req_w, header, time.monotonic() + timeout):
+            self.clean()
+            return {"failed": "timeout", "error": "timed out while loading"}
+        return self.answer(timeout, loading=True)
 
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         if self.child is None or self.req_w is None:
             return {"failed": "runtime_error", "error": "no program is loaded"}
-        try:
-            data = (_dumps(req["args"]) + "\n").encode()
-            while data:
-                data = data[os.write(self.req_w, data) :]
-        except OSError:
-            return {"failed": "runtime_error", "error": self.child_status(self.child)}
-        return self.answer(float(req["timeout"]), loading=False)
+        timeout = float(req["timeout"])
+        if not self.write_all(self.req_w, (_dumps(req["args"]) + "\n").encode(), time.monotonic() + timeout):
+            why = self.child_status(self.child, 0.2)
+            self.clean()
+            return {"failed": "runtime_error", "error": why}
+        return self.answer(timeout, loading=False)
 
     def answer(self, timeout: float, loading: bool) -> dict[str, Any]:
         """One line from the child, read as untrusted data; the reply to the parent is built here."""
@@ -387,7 +550,7 @@ class Zygote:
         self.rep_buf = bytearray(rest)
         try:
             msg = _loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             msg = None
         if not isinstance(msg, dict):
             self.clean()
@@ -417,17 +580,17 @@ class Zygote:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = self.fork({0: in_r, 1: out_w, 2: err_w}, close=[in_r, out_w, err_w])
-        if pid == 0:
-            try:
-                _stdio_child(str(req["source"]))
-            finally:
-                os._exit(1)
+        src_r, src_w = os.pipe()
+        pid = self.spawn(b"S", [in_r, out_w, err_w, src_r])
         if pid is None:
-            for fd in (in_w, out_r, err_r):
+            for fd in (in_w, out_r, err_r, src_w):
                 os.close(fd)
             return {"failed": "spawn", "error": "could not fork the program"}
         self.child = pid
+        timeout = float(req["timeout"])
+        end = time.monotonic() + timeout
+        loaded = self.write_all(src_w, str(req["source"]).encode(), end)
+        os.close(src_w)
         cap = self.cfg["limits"]["output_kb"] << 10
         pending = str(req["stdin"]).encode()
         outs = {out_r: bytearray(), err_r: bytearray()}
@@ -437,10 +600,8 @@ class Zygote:
         if not pending:
             os.close(in_w)
             writer = None
-        timeout = float(req["timeout"])
-        end = time.monotonic() + timeout
-        timed_out = False
-        while readers:
+        timed_out = not loaded
+        while readers and not timed_out:
             left = end - time.monotonic()
             if left <= 0:
                 timed_out = True
@@ -465,19 +626,14 @@ class Zygote:
                     outs[fd] += chunk[: cap - len(outs[fd])]
         code, sig = None, None
         if not timed_out:
-            while True:
-                got, status = os.waitpid(pid, os.WNOHANG)
-                if got:
-                    if os.WIFSIGNALED(status):
-                        sig = signal.Signals(os.WTERMSIG(status)).name
-                    else:
-                        code = os.WEXITSTATUS(status)
-                    self.child = None
-                    break
-                if time.monotonic() >= end:
-                    timed_out = True
-                    break
-                time.sleep(0.0005)
+            got = _loads(self.order(b"W%d %f" % (pid, max(0.0, end - time.monotonic()))))
+            if got.get("running"):
+                timed_out = True
+            elif "signal" in got:
+                sig = str(got["signal"])
+            elif "exit" in got:
+                code = int(got["exit"])
+            self.child = None if not timed_out else self.child
         if writer is not None:
             os.close(writer)
         for fd in (out_r, err_r):
@@ -545,9 +701,17 @@ def main() -> None:
             __import__(name)
         except ImportError:
             pass
-    zygote = Zygote(cfg, chan_in, chan_out)
+    undumpable = _undumpable()  # before the template is forked: it inherits the protection
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:  # the template: its heap holds nothing but the warm imports
+        ours.close()
+        os.close(chan_in)
+        os.close(chan_out)
+        Template(theirs, cfg).serve()
+        os._exit(0)
+    theirs.close()
+    zygote = Zygote(cfg, chan_in, chan_out, ours)
     zygote.inbuf = buf
-    undumpable = _undumpable()
     zygote.send({"hello": True, "undumpable": undumpable, "pid": os.getpid(), "python": sys.version.split()[0]})
     zygote.serve()
 
