@@ -29,10 +29,12 @@ def test_qwen_writes_a_call_and_fixes_the_year(qwen: ChatModel) -> None:
 def test_n_samples_are_seeded_and_share_the_prompt(smollm: ChatModel) -> None:
     msgs = [Message("user", "Write one sentence about the sea.")]
     p = SamplingParams(n=3, temperature=1.0, max_tokens=16, seed=7)
+    smollm.chat([Message("user", "Write one word.")], replace(p, n=1))  # a cold prompt after another one
     first = smollm.chat(msgs, p)
     assert [c.sample_index for c in first] == [0, 1, 2]
     assert len({c.text for c in first}) > 1  # different seeds, different samples
     assert [c.prompt_tokens_evaluated for c in first[1:]] == [1, 1]  # prompt evaluated once
+    assert first[0].prompt_tokens_evaluated is not None and first[0].prompt_tokens_evaluated > 1
     again = smollm.chat(msgs, p)
     assert [c.text for c in again] == [c.text for c in first]  # same seeds, same samples
     one = smollm.chat(msgs, replace(p, n=1, seed=8))  # sample 1 alone == sample 1 of the batch

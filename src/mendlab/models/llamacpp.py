@@ -191,6 +191,7 @@ class LlamaCppModel:
                 self.llm.reset()
             self.llm.set_seed(params.seed + index)
             self._eval_sizes.clear()
+            pre = self._evaluate_all_but_last(tokens)
             start = time.perf_counter()
             first: float | None = None
             text = ""
@@ -227,7 +228,8 @@ class LlamaCppModel:
             if finish != "stop_string":
                 text += decoder.decode(b"", final=True)
             latency = time.perf_counter() - start
-            prompt_evaluated = self._eval_sizes[0] if self._eval_sizes else 0
+            # The prompt's evals: ours (all but the last token, when not cached), then generate's first.
+            prompt_evaluated = sum(self._eval_sizes[: 2 if pre else 1])
         if len(text) > emitted:
             yield StreamDelta(text[emitted:])
         yield Completion(
@@ -240,6 +242,32 @@ class LlamaCppModel:
             prompt_tokens_evaluated=prompt_evaluated,
             sample_index=index,
         )
+
+    def _evaluate_all_but_last(self, tokens: list[int]) -> int:
+        """Bring the KV cache to exactly `tokens[:-1]`, so that `generate` evaluates the last prompt
+        token alone. The first sampled token's logits then come from a one-token eval whether the
+        prompt was cold or cached: llama.cpp's logits depend on how a batch was cut, and otherwise the
+        first sample of a cold prompt and the same seed on a cached one draw different texts.
+        Returns how many tokens were evaluated here."""
+        target = len(tokens) - 1
+        if target < 1:
+            return 0
+        llm = self.llm
+        n = llm.n_tokens
+        prefix = 0
+        for a, b in zip(llm._input_ids[:n], tokens[:target], strict=False):
+            if a != b:
+                break
+            prefix += 1
+        if prefix >= target:
+            return 0
+        if prefix == 0 or not llm._ctx.kv_cache_seq_rm(-1, prefix, -1):
+            llm.reset()
+            prefix = 0
+        else:
+            llm.n_tokens = prefix
+        llm.eval(tokens[prefix:target])
+        return target - prefix
 
     def memory_bytes(self) -> int:
         """Weights plus the f16 KV cache for the whole context: what keeping this model resident costs."""
