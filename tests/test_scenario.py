@@ -51,7 +51,7 @@ def test_user_scenario_without_code(tmp_path: Path) -> None:
         ),
         ("today: 2026-01-10", "today: tomorrow", r"gym.yaml:4: field 'world.today': must be a date"),
         ("    update:", "    upgrade:", r"gym.yaml:9: field 'turns\[0\].upgrade': unknown field"),
-        ("name: gym\n", "", r"gym.yaml:1: field '': missing field 'name'"),
+        ("name: gym\n", "", r"gym.yaml:1: missing field 'name'"),
         ("  - user: Cancel the gym.", "  - user: [Cancel the gym.", r"gym.yaml:\d+: invalid YAML"),
         (
             "    remove: {event: gym}",

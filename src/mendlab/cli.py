@@ -455,6 +455,50 @@ def repair(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def negotiate(
+    ctx: typer.Context,
+    game: Annotated[str, typer.Option(help="Built-in game (balloon) or a YAML file.")] = "balloon",
+    seller: Annotated[str, typer.Option(help="Model that sells.")] = "qwen2.5-coder-0.5b",
+    buyer: Annotated[str, typer.Option(help="Model that buys.")] = "smollm2-135m",
+    critic: Annotated[str, typer.Option(help="Model that gives the learner feedback.")] = "qwen2.5-coder-0.5b",
+    moderator: Annotated[str, typer.Option(help="Model that says whether a deal was made.")] = "qwen2.5-coder-0.5b",
+    learner: Annotated[str, typer.Option(help="Who gets feedback and keeps its history: seller or buyer.")] = "seller",
+    feedback: Annotated[
+        list[str] | None, typer.Option(help="ai, human, constant or none; repeatable (default: ai and none).")
+    ] = None,
+    human_feedback: Annotated[Path | None, typer.Option(help="A text file: the feedback a person wrote.")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds per stream (round 1 has no feedback yet).")] = 5,
+    games: Annotated[int, typer.Option(help="Streams of games per setting.")] = 24,
+    max_exchanges: Annotated[int | None, typer.Option(help="Model turns per side (default: the game's).")] = None,
+    temperature: float = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per line (a line ends at its first newline).")] = 48,
+    seed: int = 0,
+    run_id: Annotated[str, typer.Option("--run", help="Run id; reruns resume.")] = "negotiation",
+    new_run: Annotated[
+        bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report-negotiation"),
+) -> None:
+    """Bargaining games with an AI critic (Fu et al.): deal price and deal rate by round, per feedback."""
+    from mendlab.negotiation.rounds import NegotiationConfig
+    from mendlab.negotiation.runner import read_human_feedback, run_negotiation
+
+    if max_exchanges is not None and max_exchanges < 1:
+        raise MendlabError("--max-exchanges must be at least 1")
+    cfg = NegotiationConfig(
+        game=game, seller=seller, buyer=buyer, critic=critic, moderator=moderator,
+        learner=learner,  # type: ignore[arg-type]  # checked by the config
+        feedback=tuple(feedback or ("ai", "none")),  # type: ignore[arg-type]
+        rounds=rounds, games=games, max_exchanges=max_exchanges,
+        params=_params(1, temperature, 1.0, max_tokens, seed, []),
+        human_feedback=read_human_feedback(human_feedback) if human_feedback else None,
+    )  # fmt: skip
+    settings = _settings(ctx)
+    for path in run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, console):
+        console.print(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app()

@@ -15,9 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from mendlab.errors import ConfigError
+from mendlab.yamlfile import LocatedYaml
 
 EffectKind = Literal["add", "update", "remove"]
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -187,61 +186,7 @@ def apply_effect(state: tuple[Event, ...], eff: Effect, events: dict[str, EventS
 # ---------------------------------------------------------------- loading, with lines for errors
 
 
-class _Located:
-    """YAML data plus the line of every key, so errors can point at the file's line."""
-
-    def __init__(self, where: str, text: str) -> None:
-        self.where = where
-        self.lines: dict[tuple[Any, ...], int] = {}
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{where}{line}: invalid YAML: {problem}") from None
-        if node is None:
-            raise ConfigError(f"{where}: empty scenario file")
-        self.data = self._convert(node, ())
-
-    def _convert(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for knode, vnode in node.value:
-                key = knode.value
-                self.lines[(*path, key)] = knode.start_mark.line + 1
-                out[key] = self._convert(vnode, (*path, key))
-                self.lines[(*path, key)] = knode.start_mark.line + 1
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        return yaml.SafeLoader("").construct_object(node, deep=True)
-
-    def fail(self, path: tuple[Any, ...], msg: str) -> ConfigError:
-        line = None
-        p = path
-        while line is None and p:
-            line = self.lines.get(p)
-            p = p[:-1]
-        name = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(path))
-        return ConfigError(f"{self.where}:{line or 1}: field '{name}': {msg}")
-
-
-def _get(doc: _Located, obj: dict[str, Any], path: tuple[Any, ...], key: str, kind: type, required: bool = True) -> Any:
-    if key not in obj:
-        if required:
-            raise doc.fail(path, f"missing field '{key}'")
-        return None
-    value = obj[key]
-    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise doc.fail((*path, key), f"must be {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _date(doc: _Located, value: Any, path: tuple[Any, ...]) -> str:
+def _date(doc: LocatedYaml, value: Any, path: tuple[Any, ...]) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str) and DATE_RE.match(value):
@@ -253,7 +198,7 @@ def _date(doc: _Located, value: Any, path: tuple[Any, ...]) -> str:
     raise doc.fail(path, f"must be a date YYYY-MM-DD, got {value!r}")
 
 
-def _time(doc: _Located, value: Any, path: tuple[Any, ...]) -> str:
+def _time(doc: LocatedYaml, value: Any, path: tuple[Any, ...]) -> str:
     if isinstance(value, str) and TIME_RE.match(value):
         return value
     if isinstance(value, int) and not isinstance(value, bool):  # YAML reads 17:00 unquoted as 1020
@@ -261,50 +206,44 @@ def _time(doc: _Located, value: Any, path: tuple[Any, ...]) -> str:
     raise doc.fail(path, f'must be a time "HH:MM" (24 h), got {value!r}')
 
 
-def _known(doc: _Located, obj: dict[str, Any], path: tuple[Any, ...], allowed: set[str]) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise doc.fail((*path, key), f"unknown field (expected one of: {', '.join(sorted(allowed))})")
-
-
 def parse_scenario(text: str, where: str) -> Scenario:
-    doc = _Located(where, text)
+    doc = LocatedYaml(where, text, "scenario file")
     root = doc.data
     if not isinstance(root, dict):
         raise ConfigError(f"{where}:1: a scenario is a mapping with name, system_prompt, api, world, events, turns")
-    _known(doc, root, (), {"name", "description", "system_prompt", "api", "world", "events", "turns", "mistakes"})
-    name = _get(doc, root, (), "name", str)
-    system_prompt = _get(doc, root, (), "system_prompt", str)
-    api_d = _get(doc, root, (), "api", dict)
-    _known(doc, api_d, ("api",), {"object", "add", "remove", "default_duration"})
+    doc.known(root, (), {"name", "description", "system_prompt", "api", "world", "events", "turns", "mistakes"})
+    name = doc.get(root, (), "name", str)
+    system_prompt = doc.get(root, (), "system_prompt", str)
+    api_d = doc.get(root, (), "api", dict)
+    doc.known(api_d, ("api",), {"object", "add", "remove", "default_duration"})
     api = Api(
-        object=_get(doc, api_d, ("api",), "object", str),
-        add=_get(doc, api_d, ("api",), "add", str),
-        remove=_get(doc, api_d, ("api",), "remove", str),
-        default_duration=_get(doc, api_d, ("api",), "default_duration", int),
+        object=doc.get(api_d, ("api",), "object", str),
+        add=doc.get(api_d, ("api",), "add", str),
+        remove=doc.get(api_d, ("api",), "remove", str),
+        default_duration=doc.get(api_d, ("api",), "default_duration", int),
     )
-    world = _get(doc, root, (), "world", dict)
-    _known(doc, world, ("world",), {"today", "calendar"})
+    world = doc.get(root, (), "world", dict)
+    doc.known(world, ("world",), {"today", "calendar"})
     today = dt.date.fromisoformat(_date(doc, world.get("today"), ("world", "today")))
-    events_d = _get(doc, root, (), "events", dict)
+    events_d = doc.get(root, (), "events", dict)
     events: dict[str, EventSpec] = {}
     for key, ev in events_d.items():
         p: tuple[Any, ...] = ("events", key)
         if not isinstance(ev, dict):
             raise doc.fail(p, "must be a mapping with title and words")
-        _known(doc, ev, p, {"title", "words"})
-        words = _get(doc, ev, p, "words", list)
+        doc.known(ev, p, {"title", "words"})
+        words = doc.get(ev, p, "words", list)
         if not words or not all(isinstance(w, str) and w.strip() for w in words):
             raise doc.fail((*p, "words"), "must be a non-empty list of words that identify the event")
-        events[str(key)] = EventSpec(str(key), _get(doc, ev, p, "title", str), tuple(w.lower() for w in words))
+        events[str(key)] = EventSpec(str(key), doc.get(ev, p, "title", str), tuple(w.lower() for w in words))
 
     calendar: list[Event] = []
     for i, item in enumerate(world.get("calendar") or []):
         p = ("world", "calendar", i)
         if not isinstance(item, dict):
             raise doc.fail(p, "must be a mapping")
-        _known(doc, item, p, {"event", "date", "time", "duration"})
-        key = _get(doc, item, p, "event", str)
+        doc.known(item, p, {"event", "date", "time", "duration"})
+        key = doc.get(item, p, "event", str)
         if key not in events:
             raise doc.fail((*p, "event"), f"unknown event {key!r} (not in events)")
         calendar.append(
@@ -313,11 +252,11 @@ def parse_scenario(text: str, where: str) -> Scenario:
                 events[key].title,
                 _date(doc, item.get("date"), (*p, "date")),
                 _time(doc, item.get("time"), (*p, "time")),
-                _get(doc, item, p, "duration", int),
+                doc.get(item, p, "duration", int),
             )
         )
 
-    turns = _get(doc, root, (), "turns", list)
+    turns = doc.get(root, (), "turns", list)
     if not turns:
         raise doc.fail(("turns",), "must list at least one turn")
     steps: list[Step] = []
@@ -326,8 +265,8 @@ def parse_scenario(text: str, where: str) -> Scenario:
         p = ("turns", i)
         if not isinstance(t, dict):
             raise doc.fail(p, "must be a mapping with 'user' and one of add/update/remove/feedback")
-        _known(doc, t, p, {"user", "add", "update", "remove", "feedback"})
-        user = _get(doc, t, p, "user", str)
+        doc.known(t, p, {"user", "add", "update", "remove", "feedback"})
+        user = doc.get(t, p, "user", str)
         kinds = [k for k in ("add", "update", "remove") if k in t]
         feedback = bool(t.get("feedback", False))
         if feedback:
@@ -344,13 +283,13 @@ def parse_scenario(text: str, where: str) -> Scenario:
         bp = (*p, kind)
         if not isinstance(body, dict):
             raise doc.fail(bp, "must be a mapping with an event")
-        _known(doc, body, bp, {"event", "date", "time", "duration"})
-        ev_key = _get(doc, body, bp, "event", str)
+        doc.known(body, bp, {"event", "date", "time", "duration"})
+        ev_key = doc.get(body, bp, "event", str)
         if ev_key not in events:
             raise doc.fail((*bp, "event"), f"unknown event {ev_key!r} (not in events)")
         date = _date(doc, body["date"], (*bp, "date")) if "date" in body else None
         time = _time(doc, body["time"], (*bp, "time")) if "time" in body else None
-        duration = _get(doc, body, bp, "duration", int, required=False)
+        duration = doc.get(body, bp, "duration", int, required=False)
         if kind == "add" and (date is None or time is None):
             raise doc.fail(bp, "an add needs date and time")
         if kind == "add" and duration is None:
@@ -366,11 +305,11 @@ def parse_scenario(text: str, where: str) -> Scenario:
         p = ("mistakes", i)
         if not isinstance(m, dict):
             raise doc.fail(p, "must be a mapping with turn and reply")
-        _known(doc, m, p, {"turn", "reply"})
-        turn = _get(doc, m, p, "turn", int)
+        doc.known(m, p, {"turn", "reply"})
+        turn = doc.get(m, p, "turn", int)
         if not 1 <= turn <= len(steps) or steps[turn - 1].feedback:
             raise doc.fail((*p, "turn"), f"must be the number of a scripted (non-feedback) turn, 1..{len(steps)}")
-        mistakes.append(SeedMistake(turn, _get(doc, m, p, "reply", str)))
+        mistakes.append(SeedMistake(turn, doc.get(m, p, "reply", str)))
 
     return Scenario(
         name=name,

@@ -242,8 +242,9 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key in _INT_FIELDS:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise fail(key, f"field {key!r} must be a positive integer")
+            least = 0 if key == "max_retries" else 1  # no retries is a choice (fail fast)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise fail(key, f"field {key!r} must be {'0 or more' if least == 0 else 'a positive integer'}")
         elif key in _FLOAT_FIELDS:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise fail(key, f"field {key!r} must be a positive number")

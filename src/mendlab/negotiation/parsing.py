@@ -1,0 +1,110 @@
+"""Reading what bargaining models say: the price in a line, a moderator's yes or no, a critic's
+suggestions. Model text is untrusted and messy ("$15.50!", "fifteen bucks", "Yes, at $12."), so each
+reader is a small grammar over it, never `eval`, and says "don't know" (None) rather than guess."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
+    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+}  # fmt: skip
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_WORD = (
+    r"(?:(?:" + "|".join(_TENS) + r")(?:[\s-](?:" + "|".join(k for k in _UNITS if _UNITS[k] < 10 and k != "zero")
+    + r"))?|" + "|".join(sorted(_UNITS, key=len, reverse=True)) + ")"
+)  # fmt: skip
+_DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:\.\d{1,2})?"
+_CURRENCY = r"(?:dollars?|bucks?|usd)\b"
+PRICE_RE = re.compile(
+    rf"\$\s?(?P<a>{_DIGITS})(?![\d.]*\d)"  # $15, $ 15, $15.50, $1,000
+    rf"|\b(?P<b>{_DIGITS})\s?{_CURRENCY}"  # 15 dollars, 15.5 bucks, 15USD
+    rf"|\busd\s?(?P<c>{_DIGITS})"  # USD 15
+    rf"|\b(?P<w>{_WORD})\s{_CURRENCY}",  # fifteen dollars, twenty-five bucks
+    re.IGNORECASE,
+)
+
+
+def _words_to_int(text: str) -> int:
+    total = 0
+    for part in re.split(r"[\s-]+", text.lower()):
+        total += _TENS.get(part, 0) + _UNITS.get(part, 0)
+    return total
+
+
+def prices(text: str) -> list[float]:
+    """Every dollar amount in `text`, in order: "$15.50" 15.5, "15 dollars" 15.0, "fifteen bucks" 15.0.
+    A bare number ("at 5 pm", "3 balloons") is not a price."""
+    found = []
+    for m in PRICE_RE.finditer(text):
+        if m.group("w"):
+            found.append(float(_words_to_int(m.group("w"))))
+        else:
+            found.append(float((m.group("a") or m.group("b") or m.group("c")).replace(",", "")))
+    return found
+
+
+def last_price(text: str) -> float | None:
+    """The last dollar amount of a line (two prices in one line: the later one is the offer)."""
+    found = prices(text)
+    return found[-1] if found else None
+
+
+def redact_prices(text: str) -> tuple[str, int]:
+    """The critic must never name a price: each amount it wrote becomes "[a price]"; how many there were."""
+    return PRICE_RE.subn("[a price]", text)
+
+
+_NEG_DEAL = re.compile(
+    r"\b(?:not?|never|haven't|hasn't|didn't|did not|have not|has not|without|yet to|failed to)\b[^.?!]*\bdeal\b"
+    r"|\bno\s+(?:deal|agreement)\b",
+    re.IGNORECASE,
+)
+_POS_DEAL = re.compile(
+    r"\b(?:reached|achieved|made|struck|closed|agreed(?: on| to)?)\b[^.?!]*\b(?:deal|agreement|price)\b", re.IGNORECASE
+)
+
+
+def yes_no(text: str) -> bool | None:
+    """A moderator's answer to "have they made a deal?": the first yes or no it says, else a plain
+    sentence about the deal ("They reached a deal", "no deal yet"); None when it says neither or both."""
+    clean = re.sub(r"[*_`#>\"']", " ", text).strip().lower()
+    words = re.findall(r"[a-z]+", clean)
+    lead = [w for w in words[:3] if w in ("yes", "no")]  # "Yes.", "Answer: No", "**Yes**, they agreed"
+    if lead:
+        return bool(lead[0] == "yes") if len(set(lead)) == 1 else None
+    first = next((w for w in words if w in ("yes", "no")), None)
+    if first is not None:
+        other = "no" if first == "yes" else "yes"
+        if other not in words:
+            return bool(first == "yes")
+    if _NEG_DEAL.search(clean):  # "they have not reached a deal": the negation wins
+        return False
+    if _POS_DEAL.search(clean):
+        return True
+    return None
+
+
+_ITEM = re.compile(r"^\s*(?:\d+[.):]|[-*•])\s+(.*\S)\s*$")
+
+
+def suggestions(text: str, limit: int = 3) -> list[str]:
+    """A critic's numbered or bulleted suggestions (at most `limit`); its whole text if it wrote no list."""
+    items = [m.group(1) for line in text.splitlines() if (m := _ITEM.match(line))]
+    if items:
+        return items[:limit]
+    whole = " ".join(text.split())
+    return [whole[:600]] if whole else []
+
+
+def first_line(text: str, speakers: tuple[str, ...] = ()) -> str:
+    """The one short sentence a turn asks for: the first non-empty line, without a speaker label or quotes."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    for name in speakers:
+        if line.lower().startswith(name.lower() + ":"):
+            line = line[len(name) + 1 :].strip()
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+        line = line[1:-1].strip()
+    return line[:300]

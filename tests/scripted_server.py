@@ -1,0 +1,98 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 that answers from a policy, for tests whose right
+figures must be known in advance. It speaks the chat-completions wire format (the `openai` client and
+our backend cannot tell it from vLLM), logs every request, and can be told to fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Policy = Callable[[list[dict[str, str]]], str]
+
+
+class ScriptedServer:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.requests: list[list[dict[str, str]]] = []
+        self.fail_after: int | None = None  # answer HTTP 500 to every request after this many
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._send(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                messages = body["messages"]
+                with server._lock:
+                    if server.fail_after is not None and len(server.requests) >= server.fail_after:
+                        self._send(500, {"error": {"message": "scripted failure"}})
+                        return
+                    server.requests.append(messages)
+                try:
+                    text = server.policy(messages)
+                except Exception as exc:  # a policy that does not know the request: fail it at once
+                    self._send(400, {"error": {"message": f"scripted policy: {exc}"}})
+                    return
+                for stop in body.get("stop") or []:
+                    if stop and stop in text:
+                        text = text[: text.index(stop)]
+                self._send(
+                    200,
+                    {
+                        "id": "cmpl-scripted",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", "scripted"),
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    },
+                )
+
+        return Handler
+
+
+@contextmanager
+def scripted_server(policy: Policy) -> Iterator[ScriptedServer]:
+    server = ScriptedServer(policy)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+def models_toml(url: str, names: list[str]) -> str:
+    """A mendlab.toml naming the server's model under each of `names`, with no retries."""
+    return "".join(
+        f'[models.{n}]\nbackend = "openai"\nbase_url = "{url}"\nmodel = "scripted"\nmax_retries = 0\ntimeout_s = 10\n\n'
+        for n in names
+    )
