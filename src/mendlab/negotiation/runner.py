@@ -52,7 +52,7 @@ def run_negotiation(
             for name, spec in specs.items():
                 loaded[name] = RecordedModel(load_model(spec), store, f"{run_id}:gen")
             cast = Cast(loaded[cfg.seller], loaded[cfg.buyer], loaded[cfg.critic], loaded[cfg.moderator])
-            settings = list(dict.fromkeys(cfg.feedback))
+            settings: list[str] = list(dict.fromkeys(cfg.feedback))
             total = cfg.games * (1 + (cfg.rounds - 1) * len(settings))
             with progress_bar(console) as bar:
                 task = bar.add_task(f"negotiation ({cfg.learner} learns)", total=total)
@@ -70,7 +70,6 @@ def run_negotiation(
             for model in loaded.values():
                 model.close()
         records = [r for r in stored_games(store, run_id) if r.stream < cfg.games and r.round <= cfg.rounds]
-    settings: list[str] = list(dict.fromkeys(cfg.feedback))
     _print_table(console, records, settings)
     errors = [r for r in records if r.error]
     if errors:
