@@ -208,3 +208,53 @@ def test_second_builtin_scenario_is_consistent() -> None:
     )
     assert d.expected(5).render(d.api) == 'action.remove_calendar_entry("Dentist appointment", "2025-03-03", "09:15")'
     assert d.target_step(1).turn == 1
+
+
+FRED_2023 = 'action.add_calendar_entry("Meeting with Fred", date="2023-11-11", time="17:00", duration=30)'
+FRED = FRED_2023.replace("2023", "2024")
+
+
+def test_a_critic_saying_a_scripted_line_is_still_feedback() -> None:
+    """A critic may tell the model "The current year is 2024." — the very words of step 2. Tagged as
+    feedback, it opens a fix attempt; the scripted step that follows is still a step."""
+    from mendlab.dialogs.experiments import play_dialog
+    from mendlab.models import SamplingParams
+    from tests.scripted import ScriptedModel
+
+    sc = load_scenario("calendar")
+    answers = iter([FRED_2023, FRED, FRED])
+
+    def critic(history: object, errors: object, want: object) -> str:
+        return "The current year is 2024."
+
+    model = ScriptedModel("m", lambda msgs, p, i: next(answers, FRED))
+    res = play_dialog(model, sc, SamplingParams(), "pointed", max_fixes=1, critic=critic)
+    first, fix, step2 = res.grades[:3]
+    assert (first.step, first.attempt, first.errors) == (1, 0, ("wrong_year",))
+    assert (fix.step, fix.attempt, fix.pointed, fix.fixed) == (1, 1, ("wrong_year",), True)
+    assert (step2.step, step2.attempt) == (2, 0)
+    assert res.messages[3].origin == "feedback:critic" and res.messages[5].origin is None
+    assert [g.step for g in grade_conversation(sc, res.messages)] == [g.step for g in res.grades]
+
+
+def test_errors_pointed_out_are_the_ones_the_feedback_named() -> None:
+    """Pointed feedback names two of three errors; the answer fixes those two and keeps the third:
+    the errors pointed out are gone, it is a fix, and the kept error is no regression."""
+    sc = load_scenario("calendar")
+    wrong = "Sure! " + FRED_2023.replace('"17:00"', '"5:00 PM"')
+    kept_chatter = "Sure! " + FRED
+    msgs = [
+        Message("system", sc.system_prompt),
+        Message("user", sc.steps[0].user),
+        Message("assistant", wrong),
+        Message("user", "The year is wrong. Time in 24h format.", origin="feedback:pointed"),
+        Message("assistant", kept_chatter),
+    ]
+    first, fix = grade_conversation(sc, msgs)
+    assert first.errors == ("wrong_year", "time_12h", "chatter")
+    assert fix.pointed == ("wrong_year", "time_12h") and fix.errors == ("chatter",)
+    assert fix.pointed_gone and fix.fixed and not fix.regression
+    vague = [*msgs[:3], Message("user", "That's not right.", origin="feedback:vague"), msgs[4]]
+    assert not grade_conversation(sc, vague)[1].pointed_gone  # vague objects to the whole answer
+    new_error = [*msgs[:4], Message("assistant", FRED.replace("Fred", "Paul"))]
+    assert grade_conversation(sc, new_error)[1].regression  # wrong_event was not there before

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mendlab.conversation import Conversation
-from mendlab.dialogs.feedback import Critic, Rung, rule_feedback
+from mendlab.dialogs.feedback import Critic, Rung, feedback_origin, rule_feedback
 from mendlab.dialogs.grading import GARBAGE, DialogGrader, TurnGrade, check_reply
 from mendlab.dialogs.scenario import Scenario
 from mendlab.models import ChatModel, Message, SamplingParams
@@ -132,8 +132,9 @@ def play_dialog(
         while grade.errors and fixes < max_fixes:
             want = grader.expected()
             text = critic(history, grade.errors, want) if critic else rule_feedback(grade.errors, want, scenario, rung)
-            history.append(Message("user", text))
-            grader.user(text)
+            origin = feedback_origin("critic" if critic else rung)
+            history.append(Message("user", text, origin=origin))
+            grader.user(text, origin)
             grade = answer()
             fixes += 1
     return DialogResult(
@@ -237,14 +238,18 @@ def run_replay(
         history = replay_history(scenario, m.step)
         want = scenario.expected(m.step)
         feedback = rule_feedback(m.errors, want, scenario, rung)
-        convo = [*history, Message("assistant", m.reply, origin=m.origin), Message("user", feedback)]
+        convo = [
+            *history,
+            Message("assistant", m.reply, origin=m.origin),
+            Message("user", feedback, origin=feedback_origin(rung)),
+        ]
         seed = derive_seed(params.seed, "replay", rung, m.id)
         answers = model.chat(convo, replace(params, n=attempts, seed=seed))
         for i, ans in enumerate(answers):
             grader = DialogGrader(scenario)
             for msg in convo:
                 if msg.role == "user":
-                    grader.user(msg.content)
+                    grader.user(msg.content, msg.origin)
                 elif msg.role == "assistant":
                     grader.assistant(msg.content)
             grade = grader.assistant(ans.text)

@@ -59,13 +59,37 @@ def _explicit(error: str, want: ExpectedCall, scenario: Scenario) -> str:
     }.get(error, "That's not right.")
 
 
+FEEDBACK = "feedback:"  # `Message.origin` of a user turn that is feedback: "feedback:pointed", "feedback:critic"
+
+
+def feedback_origin(rung: str) -> str:
+    """The tag a feedback turn carries, so graders never take it for a scripted step (a critic may
+    well say "The current year is 2024.")."""
+    return FEEDBACK + rung
+
+
+def rung_of(origin: str | None) -> str | None:
+    """The rung that wrote a user turn, or None when the turn is not tagged as feedback."""
+    return origin[len(FEEDBACK) :] if origin and origin.startswith(FEEDBACK) else None
+
+
+def named_errors(errors: Sequence[str], rung: str | None) -> tuple[str, ...]:
+    """The errors a feedback points out. The pointed and explicit rungs name the first two (not the
+    chatter beside a missing call); vague feedback ("That's not right."), a critic model (shown every
+    error) and feedback of unknown origin object to the whole answer."""
+    if rung not in ("pointed", "explicit"):
+        return tuple(errors)
+    top = list(errors)[:2]
+    if "chatter" in top and "no_call" in top:
+        top.remove("chatter")
+    return tuple(top)
+
+
 def rule_feedback(errors: Sequence[str], want: ExpectedCall, scenario: Scenario, rung: Rung) -> str:
     """One short sentence (two at most) about the most important errors."""
     if not errors or rung == "vague":
         return "That's not right."
-    top = list(errors)[:2]
-    if "chatter" in top and "no_call" in top:
-        top.remove("chatter")
+    top = named_errors(errors, rung)
     if rung == "pointed":
         sentences = dict.fromkeys(POINTED[e] for e in top)  # ordered, deduplicated
         return " ".join(sentences)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mendlab.dialogs.calls import Call, extract_calls
+from mendlab.dialogs.feedback import named_errors, rung_of
 from mendlab.dialogs.scenario import DATE_RE, TIME_RE, ExpectedCall, Scenario
 from mendlab.models.base import Message
 
@@ -206,7 +207,7 @@ class TurnGrade:
     attempt: int
     marks: tuple[str, ...]
     errors: tuple[str, ...]
-    pointed: tuple[str, ...] = ()  # errors of the previous attempt, which the user pointed out
+    pointed: tuple[str, ...] = ()  # errors of the previous attempt that the feedback pointed out
     fixed: bool = False  # 🥦: the errors pointed out are gone, and the answer is not 🔥 or 🔥🔥
     regression: bool = False  # the errors pointed out are gone, but an error that was not there appeared
     recurring: tuple[str, ...] = ()
@@ -268,19 +269,24 @@ class DialogGrader:
     attempt: int = 0
     last_errors: tuple[str, ...] = ()
     feedback_pending: bool = False
+    feedback_rung: str | None = None  # the rung of the pending feedback, None when unknown
     turns: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # error type -> first step it appeared in
 
-    def user(self, text: str) -> bool:
-        """Record a user message; True if it advanced the script to a new step."""
-        idx = self.scenario.step_for_user_text(text)
-        if idx is not None and idx > self.step:
+    def user(self, text: str, origin: str | None = None) -> bool:
+        """Record a user message; True if it advanced the script to a new step. A turn tagged as
+        feedback (`origin` "feedback:RUNG") is feedback whatever it says; an untagged one is the next
+        scripted step when its text is one of the steps still ahead, else feedback of unknown rung."""
+        rung = rung_of(origin)
+        idx = None if rung is not None else self.scenario.step_for_user_text(text, after=self.step)
+        if idx is not None:
             self.step = idx
-            self.attempt, self.last_errors, self.feedback_pending = 0, (), False
+            self.attempt, self.last_errors, self.feedback_pending, self.feedback_rung = 0, (), False, None
             return True
         if self.step < 0:
             self.step = 0  # free text before the script: treat it as the first request
         self.feedback_pending = True
+        self.feedback_rung = rung
         return False
 
     def expected(self) -> ExpectedCall:
@@ -292,11 +298,11 @@ class DialogGrader:
         step = max(self.step, 0) + 1
         is_fix = self.feedback_pending and self.turns > 0
         attempt = self.attempt + 1 if is_fix else 0
-        pointed = self.last_errors if is_fix else ()
+        pointed = named_errors(self.last_errors, self.feedback_rung) if is_fix else ()
         errors = check.errors
         gone = pointed_gone(pointed, errors)
         fixed = gone and len(errors) < 3  # 🥦 is not earned by falling apart into 🔥🔥 instead
-        regression = gone and bool(set(errors) - set(pointed))
+        regression = gone and bool(set(errors) - set(self.last_errors))  # an error the answer did not have
         recurring = tuple(e for e in errors if e in self.seen and self.seen[e] != step)
         marks = marks_for(errors, check.valid, fixed, regression, recurring)
         for e in errors:
@@ -323,7 +329,7 @@ def grade_conversation(scenario: Scenario, messages: Sequence[Message]) -> list[
     out = []
     for m in messages:
         if m.role == "user":
-            grader.user(m.content)
+            grader.user(m.content, m.origin)
         elif m.role == "assistant":
             out.append(grader.assistant(m.content))
     return out

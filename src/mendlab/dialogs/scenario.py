@@ -151,10 +151,11 @@ class Scenario:
             )
         return ExpectedCall(self.api.remove, eff.event, current.title, current.date, current.time, None)
 
-    def step_for_user_text(self, text: str) -> int | None:
+    def step_for_user_text(self, text: str, after: int = -1) -> int | None:
+        """The first scripted step after step `after` whose user turn is `text`."""
         norm = _norm(text)
         for i, step in enumerate(self.steps):
-            if _norm(step.user) == norm:
+            if i > after and _norm(step.user) == norm:
                 return i
         return None
 

@@ -18,8 +18,9 @@ ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message. `origin` names the model that really wrote an assistant turn when it was
-    transplanted from another conversation (the model answering next believes it wrote it)."""
+    """One chat message. `origin` says who really wrote it, where the model cannot see it: the model
+    behind an assistant turn transplanted from another conversation (the model answering next
+    believes it wrote it), or "feedback:RUNG" for a user turn that is the simulated user's feedback."""
 
     role: Role
     content: str

@@ -226,7 +226,8 @@ MARK_ORDER = (CHECK, BROCCOLI, MUSHROOM, RECURRING, FIRE, FIRE2)
 DEFINITIONS = {
     "fix attempt": "an answer right after the user pointed out a mistake; scripted turns of the scenario are "
     "steps, never feedback",
-    "pointed_errors_gone": "fix attempts that are a call with none of the errors of the answer pointed out",
+    "pointed_errors_gone": "fix attempts that are a call with none of the errors the feedback named (pointed and "
+    "explicit name the first two; vague and a critic object to every error of the answer)",
     "fully_correct_next": "fix attempts with no error at all",
     "fixed_within_k": "steps whose answer was pointed out as wrong that reached a fully correct answer within "
     "k fix attempts",
