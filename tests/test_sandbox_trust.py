@@ -263,7 +263,7 @@ def test_a_fork_bomb_does_not_jam_the_next_programs() -> None:
                 assert verdict.passed, verdict
         assert sb.run(ADD, LINGER + GOOD).passed
         time.sleep(0.2)
-        assert len(sandbox_processes(sb.token)) <= 2  # the zygotes only: every program's process is gone
+        assert len(sandbox_processes(sb.token)) == 2 * len(sb._live)  # a zygote and its template per worker: every program is gone
 
 
 def test_a_spawn_that_fails_is_retried_then_that_samples_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,3 +383,52 @@ def test_cgroups_left_by_a_killed_run_are_swept() -> None:
     assert all(d.exists() for d in young.dirs)  # a sandbox may be moving into it right now
     young.remove()
     assert not any(d.exists() for d in young.dirs)
+
+
+LOCK_OUT = "import os\nopen('/dev/shm/left', 'w').write('x')\nos.chmod('/dev/shm', 0)\nos.chmod('/tmp', 0)\n"
+HIDE = "import os\nos.makedirs('/tmp/d', exist_ok=True)\nopen('/tmp/d/left', 'w').write('x')\nos.chmod('/tmp', 0o300)\n"
+
+
+def test_a_program_that_locks_tmp_jams_nothing_and_hides_nothing() -> None:
+    """chmod 0 on /tmp used to make every later program of the worker fail to start (stored as its
+    runtime error); mode 0o300 let files survive the wipe for the next program to find."""
+    look = "import os\nos.chmod('/tmp', 0o777)\nos.chmod('/dev/shm', 0o777)\nprint(os.listdir('/tmp'), os.listdir('/dev/shm'))\n"
+    with Sandbox(FAST, workers=1) as sb:
+        for bad in (LOCK_OUT, HIDE):
+            assert sb.run(ADD, bad + GOOD).passed
+            assert sb.run(ADD, GOOD).passed
+            run = sb.execute(look)
+            assert run.exit_code == 0, run.stderr
+            tmp, shm = run.stdout.strip().split("] [")
+            assert "left" not in shm and "'d'" not in tmp, run.stdout
+        assert sb.execute("print(6 * 7)").stdout == "42\n"
+
+
+KEEP = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mq_open.restype = ctypes.c_int
+print(libc.syscall(248, b"user", b"left-by-a", b"secret", 6, -4), libc.mq_open(b"/left", os.O_CREAT | os.O_RDWR, 0o600, None))
+"""
+
+
+def test_no_keyring_or_message_queue_to_leave_anything_in() -> None:
+    """Kernel keyrings and POSIX message queues are not files: no wipe would empty them. add_key and
+    mq_open used to succeed, and the next program (or another sandbox of the same user) read them."""
+    with Sandbox(FAST, workers=1) as sb:
+        run = sb.execute(KEEP)
+        assert run.exit_code == 0, run.stderr
+        assert run.stdout.split() == ["-1", "-1"]
+        assert "seccomp" in sb.isolation.detail
+
+
+def test_leftover_processes_and_signals_to_pid_1_cost_no_worker() -> None:
+    """A program that leaves a grandchild behind, or sends SIGINT to PID 1, used to cost its worker
+    (a 2 s wait for a zombie, or a dead zygote): the same worker goes on judging."""
+    sigint = "import os, signal\nos.kill(1, signal.SIGINT)\n"
+    with Sandbox(FAST, workers=1) as sb:
+        assert sb.run(ADD, GOOD).passed
+        (worker,) = sb._live
+        for program in (LINGER + GOOD, sigint + GOOD, LINGER + GOOD):
+            assert sb.run(ADD, program).passed
+            assert sb._live == {worker} and not worker.broken

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from mendlab.errors import MendlabError
 from mendlab.repair.cgroup import Cgroup, sweep
+from mendlab.repair.seccomp import seccomp_filter
 from mendlab.repair.tasks import Task
 from mendlab.repair.zygote import decode, encode
 
@@ -258,10 +259,18 @@ class _Worker:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
                "MENDLAB_SANDBOX": plan.token}  # fmt: skip
         argv = [plan.python, "-I", "-S", "-B", "-c", ZYGOTE]
+        keep: tuple[int, ...] = ()
         if plan.bwrap is not None:
             work = "/tmp"
             setenv = [x for k, v in {**env, "HOME": "/tmp"}.items() for x in ("--setenv", k, v)]
-            cmd = [*plan.bwrap, "--clearenv", *setenv, "--chdir", "/tmp", "--", *argv]
+            bpf = seccomp_filter()
+            seccomp: list[str] = []
+            if bpf is not None:  # bubblewrap reads the filter from a descriptor we hand it
+                read_end, write_end = os.pipe()
+                os.write(write_end, bpf)
+                os.close(write_end)
+                keep, seccomp = (read_end,), ["--seccomp", str(read_end)]
+            cmd = [*plan.bwrap, *seccomp, "--clearenv", *setenv, "--chdir", "/tmp", "--", *argv]
             cwd = "/"
         else:
             self.work = Path(tempfile.mkdtemp(prefix="mendlab-sbx-"))
@@ -285,11 +294,15 @@ class _Worker:
                 cwd=cwd,
                 preexec_fn=_preexec(self.cgroup, self.uid),
                 close_fds=True,
+                pass_fds=keep,
                 env=env if plan.bwrap is None else {"PATH": "/usr/bin:/bin"},  # never ours (API keys)
             )
         except OSError as exc:
             self.kill()
             raise _SpawnFailed(f"could not start the sandbox: {exc.strerror or exc}") from None
+        finally:
+            for fd in keep:
+                os.close(fd)
         scratch = ["/dev/shm"] if plan.bwrap is not None else []  # the sandbox's own, never the machine's
         cfg = {"limits": asdict(lim), "nproc": nproc, "kill_all": kill_all, "work": work, "scratch": scratch,
                "preload": PRELOAD, "pid1": plan.bwrap is not None}  # fmt: skip
@@ -495,10 +508,11 @@ class Sandbox:
                         continue
                     self._idle.put(worker)
                     userns = "no further user namespaces" if disable_userns else "user namespaces NOT disabled"
+                    filtered = "a seccomp filter" if seccomp_filter() is not None else "NO seccomp filter (not x86-64)"
                     detail = (
-                        f"bubblewrap ({os.path.basename(interp.executable)}): no network, own PID and user "
-                        f"namespaces, {userns}, only the Python standard library and the libraries it loads "
-                        f"visible, read-only but a private /tmp; {worker.cgroup_note}"
+                        f"bubblewrap ({interp.executable}): no network, own PID and user namespaces, {userns}, "
+                        f"{filtered}, only the Python standard library and the libraries it loads visible, "
+                        f"read-only but a private /tmp; {worker.cgroup_note}"
                     )
                     return plan, Isolation("bwrap", detail)
         if not allow_unsafe:
@@ -607,7 +621,8 @@ class Sandbox:
             reply = worker.request({"op": "stdio", "source": program, "stdin": stdin, "timeout": timeout}, timeout + 5)
             if reply is None:
                 return Execution(None, None, "", "the sandbox stopped answering (killed, or out of memory)", False)
-            if reply.get("failed") == "spawn":
+            if reply.get("failed") == "spawn":  # this worker cannot start programs: another one will
+                worker.broken = True
                 raise _SpawnFailed(str(reply.get("error")))
             if reply.get("clean") is False:
                 worker.broken = True
@@ -663,7 +678,8 @@ class Sandbox:
                                    load_s + 5)  # fmt: skip
             if reply is None:
                 return _sandbox_died()
-            if reply.get("failed") == "spawn":
+            if reply.get("failed") == "spawn":  # this worker cannot start programs: another one will
+                worker.broken = True
                 raise _SpawnFailed(str(reply.get("error")))
             if reply.get("loaded") is not True:
                 return _failure(reply, loading=True)

@@ -251,12 +251,17 @@ class Template:
                 self.sock.send(b"clean" if self.kill_all() else b"dirty")
 
     def spawn(self, kind: bytes, fds: list[int]) -> int:
+        """The program's pid; -1 when it could not be forked, -2 when its process could not be set up
+        (say a program before it made /tmp unusable): the sandbox's failure, never the program's."""
         if kind == b"F":
             null = os.open(os.devnull, os.O_RDWR)
             mapping = {0: null, 1: null, 2: null, 3: fds[0], 4: fds[1]}
         else:
             null = -1
             mapping = {0: fds[0], 1: fds[1], 2: fds[2], 3: fds[3]}
+        ready_r, ready_w = os.pipe()
+        ready = max(mapping) + 1
+        mapping[ready] = ready_w  # written once set up, closed before the program's first line runs
         pid = -1
         for attempt in range(5):
             try:
@@ -268,7 +273,13 @@ class Template:
             if pid == 0:
                 try:
                     self.sock.close()
+                    os.close(ready_r)
                     _become_child(mapping, self.cfg)
+                    os.write(ready, b"1")
+                    os.close(ready)
+                except BaseException:
+                    os._exit(70)
+                try:
                     if kind == b"F":
                         _function_child()
                     else:
@@ -276,9 +287,17 @@ class Template:
                 finally:
                     os._exit(70)
             break
-        for fd in [*fds, null]:
+        for fd in [*fds, null, ready_w]:
             if fd >= 0:
                 os.close(fd)
+        set_up = pid > 0 and os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        if pid > 0 and not set_up:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            return -2
         return pid
 
     @staticmethod
@@ -311,6 +330,8 @@ class Template:
                     return True
                 except OSError:
                     return False
+                if not self.live_others(me, zygote):  # orphans left as zombies are PID 1's to reap
+                    return True
             elif self.cfg.get("kill_all"):
                 uid, left = os.getuid(), 0
                 for entry in os.listdir("/proc"):
@@ -343,6 +364,20 @@ class Template:
             if pid == 0:
                 return
 
+    @staticmethod
+    def live_others(*spare: int) -> bool:
+        """Is a process other than `spare` alive (not a zombie) in this PID namespace?"""
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in spare:
+                continue
+            try:
+                with open("/proc/" + entry + "/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        return True
+            except (OSError, IndexError):
+                continue
+        return False
+
 
 class Zygote:
     def __init__(self, cfg: dict[str, Any], chan_in: int, chan_out: int, template: socket.socket) -> None:
@@ -355,6 +390,13 @@ class Zygote:
         self.req_w: int | None = None
         self.rep_r: int | None = None
         self.rep_buf = bytearray()
+        # The scratch folders' modes, put back before each wipe: a program may chmod /tmp to 0.
+        self.modes: dict[str, int] = {}
+        for folder in (cfg["work"], *cfg.get("scratch", ())):
+            try:
+                self.modes[folder] = os.stat(folder).st_mode & 0o7777
+            except OSError:
+                pass
 
     def send(self, obj: dict[str, Any]) -> None:
         data = (_dumps(obj) + "\n").encode()
@@ -448,8 +490,11 @@ class Zygote:
         empty = True
         for folder in (self.cfg["work"], *self.cfg.get("scratch", ())):
             try:
+                if folder in self.modes:
+                    os.chmod(folder, self.modes[folder])
                 names = os.listdir(folder)
             except OSError:
+                empty = False  # a folder we cannot empty: this worker is done
                 continue
             for name in names:
                 path = os.path.join(folder, name)
@@ -464,7 +509,7 @@ class Zygote:
             try:
                 empty = empty and not os.listdir(folder)
             except OSError:
-                pass
+                empty = False
         return empty
 
     def child_status(self, pid: int, wait_s: float = 1.0) -> str:
@@ -686,6 +731,8 @@ def _undumpable() -> bool:
 
 
 def main() -> None:
+    # As PID 1 we receive only the signals we handle: Python's SIGINT handler would let a program kill us.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     chan_in, chan_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
