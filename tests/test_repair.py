@@ -131,6 +131,10 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
     r = subprocess.run(changed, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "tree.n_p 2 → 3" in " ".join(r.stderr.split()) and "--new-run" in r.stderr
+    # Trees judged without a sandbox are not trees judged in one: another run, not a resume.
+    r = subprocess.run([*cmd, "--unsafe-no-sandbox"], cwd=tmp_path, capture_output=True, text=True, env=cli_env(),
+                       timeout=900)  # fmt: skip
+    assert r.returncode == 2 and "isolation bwrap → unsafe" in " ".join(r.stderr.split()), r.stderr
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen
         assert con.execute("SELECT COUNT(*) FROM repair_trees").fetchone()[0] == 6

@@ -102,8 +102,15 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
     configs: list[Config] = []
     summary: list[list[str]] = []
     errors: list[str] = []
+    sandbox = Sandbox(run.limits, allow_unsafe=run.allow_unsafe)
+    # Trees judged without a sandbox are another run than trees judged in one.
+    identity = {**run.identity(tasks), "isolation": sandbox.isolation.level}
     with ResultsStore(db) as store:
-        opened = store.ensure_run(run_id, "repair", run.identity(tasks), new_if_changed=run.new_run)
+        try:
+            opened = store.ensure_run(run_id, "repair", identity, new_if_changed=run.new_run)
+        except MendlabError:
+            sandbox.close()
+            raise
         if opened.id != run_id:
             console.print(
                 f"run {run_id!r} holds another configuration ({'; '.join(map(str, opened.diffs))}): "
@@ -111,7 +118,6 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
                 soft_wrap=True,
             )
         run_id = opened.id
-        sandbox = Sandbox(run.limits, allow_unsafe=run.allow_unsafe)
         console.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         try:
             for s in setups:
