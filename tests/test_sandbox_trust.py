@@ -450,3 +450,16 @@ def test_check_output_made_against_other_tests_is_refused(tmp_path: Path) -> Non
     assert r.returncode == 0 and json.loads(out.read_text())["passed"] is True, r.stderr
     r = subprocess.run([*cmd, str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "made from other samples" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_replaced_worker_takes_a_free_index_so_no_two_live_workers_share_a_user() -> None:
+    """Worker users were index % 64: after 64 replacements a new worker shared the user of a live one
+    (and, unsandboxed as root, a kill-by-user sweep reached the other's programs)."""
+    killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + GOOD
+    with Sandbox(FAST, workers=2) as sb:
+        for _ in range(3):
+            sb.run(ADD, killer)  # retires its worker
+            assert sb.run(ADD, GOOD).passed  # on a new one
+            assert {w.index for w in sb._live} <= {0, 1}
+        uids = [w.uid for w in sb._live]
+        assert len(uids) == len(set(uids))

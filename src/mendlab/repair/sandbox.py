@@ -478,7 +478,7 @@ class Sandbox:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._live: set[_Worker] = set()
-        self._next_index = 0
+        self._claimed: set[int] = set()  # indices of workers being started
         self._starting = 0
         self._closed = False
         self._plan, self.isolation = self._probe(allow_unsafe or isolation == "unsafe", isolation == "unsafe")
@@ -536,13 +536,18 @@ class Sandbox:
         raise SandboxUnavailable("no Python interpreter could be started to run programs")
 
     def _start(self, plan: _Plan) -> _Worker:
-        with self._lock:
-            index = self._next_index
-            self._next_index += 1
-        worker = _Worker(plan, index)
-        worker.start()
-        with self._lock:
-            self._live.add(worker)
+        with self._lock:  # the lowest index no live or starting worker holds: its uid is its own
+            taken = {w.index for w in self._live} | self._claimed
+            index = next(i for i in range(len(taken) + 1) if i not in taken)
+            self._claimed.add(index)
+        try:
+            worker = _Worker(plan, index)
+            worker.start()
+            with self._lock:
+                self._live.add(worker)
+        finally:
+            with self._lock:
+                self._claimed.discard(index)
         return worker
 
     def _acquire(self) -> _Worker:
