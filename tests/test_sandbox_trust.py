@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from mendlab.errors import InputError
 from mendlab.repair import sandbox as sandbox_module
+from mendlab.repair.check import done_rows, read_samples
 from mendlab.repair.sandbox import Limits, Sandbox, SandboxUnavailable, Verdict, sandbox_processes
-from mendlab.repair.tasks import Task, humaneval_path, load_humaneval
+from mendlab.repair.tasks import Task, humaneval_path, load_humaneval, load_tasks
 from mendlab.store import ResultsStore
 
 ADD = Task("add", "def add(a, b): ...", "add", calls=(((2, 3), 5), ((10, -4), 6), ((7, 70), 77)))
@@ -450,6 +452,11 @@ def test_check_output_made_against_other_tests_is_refused(tmp_path: Path) -> Non
     assert r.returncode == 0 and json.loads(out.read_text())["passed"] is True, r.stderr
     r = subprocess.run([*cmd, str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "made from other samples" in r.stderr and "Traceback" not in r.stderr
+    # The same samples and tests, resumed without a sandbox: the bwrap verdicts are not mixed in.
+    todo = read_samples(load_tasks(str(tmp_path / "a.jsonl")), samples)
+    assert len(done_rows(out, todo, "bwrap")) == 1
+    with pytest.raises(InputError, match="judged with isolation 'bwrap', this run has 'unsafe'"):
+        done_rows(out, todo, "unsafe")
 
 
 def test_a_replaced_worker_takes_a_free_index_so_no_two_live_workers_share_a_user() -> None:
@@ -463,3 +470,15 @@ def test_a_replaced_worker_takes_a_free_index_so_no_two_live_workers_share_a_use
             assert {w.index for w in sb._live} <= {0, 1}
         uids = [w.uid for w in sb._live]
         assert len(uids) == len(set(uids))
+
+
+def test_a_script_that_kills_the_process_that_forked_it_costs_the_next_script_nothing() -> None:
+    killer = ("import os, signal, time, sys\nprint(3)\nsys.stdout.flush()\nos.close(1); os.close(2)\n"
+              "time.sleep(0.2)\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(1)\n")  # fmt: skip
+    task = Task("sum", "", None, io=(("1 2\n", "3\n"),))
+    honest = "a, b = map(int, input().split())\nprint(a + b)\n"
+    with Sandbox(FAST, workers=1) as sb:
+        for _ in range(3):
+            sb.run(task, killer)  # it answered before it killed the template: its own verdict may be a pass
+            verdict = sb.run(task, honest)
+            assert verdict.passed, verdict

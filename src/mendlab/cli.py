@@ -380,8 +380,8 @@ def check(
     from mendlab.repair.tasks import load_tasks
 
     todo = read_samples(load_tasks(tasks), samples)
-    done = done_rows(out, todo) if out is not None else {}
     with Sandbox(workers=workers, allow_unsafe=unsafe_no_sandbox) as sandbox:
+        done = done_rows(out, todo, sandbox.isolation.level) if out is not None else {}
         err.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         if done:
             err.print(f"{out}: {len(done)} of {len(todo)} samples already checked; checking the rest", soft_wrap=True)

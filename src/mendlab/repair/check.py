@@ -57,8 +57,9 @@ def read_samples(tasks: Sequence[Task], samples: Path) -> list[Sample]:
     return out
 
 
-def done_rows(out: Path, samples: Sequence[Sample]) -> dict[int, dict[str, Any]]:
-    """Rows already judged in `out`; a torn last line (a kill mid-write) is dropped and rewritten."""
+def done_rows(out: Path, samples: Sequence[Sample], isolation: str | None = None) -> dict[int, dict[str, Any]]:
+    """Rows already judged in `out`; a torn last line (a kill mid-write) is dropped and rewritten. Rows
+    judged under another isolation than `isolation` (unsandboxed, say) are refused, not mixed in."""
     if not out.exists():
         return {}
     digests = {s.line: s.digest for s in samples}
@@ -76,6 +77,11 @@ def done_rows(out: Path, samples: Sequence[Sample]) -> dict[int, dict[str, Any]]
         if digests.get(sample) != digest:
             raise InputError(
                 f"{out}:{n}: made from other samples (sample line {sample} differs); choose another -o to start afresh"
+            )
+        if isolation is not None and row.get("isolation") != isolation:
+            raise InputError(
+                f"{out}:{n}: judged with isolation {row.get('isolation')!r}, this run has {isolation!r}; "
+                "choose another -o to start afresh"
             )
         done[sample] = row
     return done

@@ -383,6 +383,8 @@ class _Worker:
                         stream.close()
                     except OSError:
                         pass
+        if self.plan.bwrap is None and self.uid is not None:
+            _kill_user(self.uid)  # programs that left the process group: the next worker may get this user
         if self.cgroup is not None:
             self.cgroup.remove()
         if self.work is not None:
@@ -401,6 +403,24 @@ def _preexec(cgroup: Cgroup | None, uid: int | None) -> Callable[[], None]:
             os.setuid(uid)
 
     return setup
+
+
+def _kill_user(uid: int) -> None:
+    """Every process of a worker's own user (only ever a sandbox's), until none is left."""
+    for _ in range(100):
+        left = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+                    left += 1
+            except OSError:
+                continue
+        if not left:
+            return
+        time.sleep(0.01)
 
 
 def _process_count(uid: int) -> int:
@@ -629,7 +649,7 @@ class Sandbox:
             if reply.get("failed") == "spawn":  # this worker cannot start programs: another one will
                 worker.broken = True
                 raise _SpawnFailed(str(reply.get("error")))
-            if reply.get("clean") is False:
+            if reply.get("clean") is not True:  # its processes may live on, or the worker is dying: not reused
                 worker.broken = True
             return Execution(
                 reply.get("exit"), reply.get("signal"), str(reply.get("stdout", "")), str(reply.get("stderr", "")),

@@ -406,10 +406,14 @@ class Zygote:
     # -- processes, through the template
 
     def order(self, msg: bytes, fds: list[int] = ()) -> bytes:  # type: ignore[assignment]
-        socket.send_fds(self.template, [msg], list(fds))
-        for fd in fds:
-            os.close(fd)
-        reply = self.template.recv(4096)
+        try:
+            socket.send_fds(self.template, [msg], list(fds))
+            reply = self.template.recv(4096)
+        except OSError:
+            reply = b""
+        finally:
+            for fd in fds:
+                os.close(fd)
         if not reply:  # the template is gone (a program killed it): this worker is done
             self.send({"failed": "runtime_error", "error": "the sandbox's template process died"})
             os._exit(3)
