@@ -258,3 +258,20 @@ def test_errors_pointed_out_are_the_ones_the_feedback_named() -> None:
     assert not grade_conversation(sc, vague)[1].pointed_gone  # vague objects to the whole answer
     new_error = [*msgs[:4], Message("assistant", FRED.replace("Fred", "Paul"))]
     assert grade_conversation(sc, new_error)[1].regression  # wrong_event was not there before
+
+
+def test_untagged_feedback_of_a_stored_run_is_read_as_its_rung() -> None:
+    """Transcripts stored before feedback was tagged are regraded as their run's rung says, so an old
+    run and a new one count the same errors as pointed out."""
+    sc = load_scenario("calendar")
+    wrong = "Sure! " + FRED_2023.replace('"17:00"', '"5:00 PM"')
+    msgs = [
+        Message("system", sc.system_prompt),
+        Message("user", sc.steps[0].user),
+        Message("assistant", wrong),
+        Message("user", "The year is wrong. Time in 24h format."),
+        Message("assistant", "Sure! " + FRED),
+    ]
+    tagged = [*msgs[:3], Message("user", msgs[3].content, origin="feedback:pointed"), msgs[4]]
+    old = grade_conversation(sc, msgs, default_rung="pointed")[1]
+    assert old == grade_conversation(sc, tagged)[1] and old.fixed and old.pointed == ("wrong_year", "time_12h")

@@ -290,7 +290,8 @@ def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
                 scenarios[ref] = None
         scenario = scenarios[ref]
         if scenario is not None:
-            regraded = grade_conversation(scenario, conv.messages)
+            rung = str(meta.get("rung") or "") or None  # for transcripts stored before feedback was tagged
+            regraded = grade_conversation(scenario, conv.messages, rung)
             grades = tuple(regraded[-1:] if meta["experiment"] == "replay" else regraded)
         else:
             grades = tuple(

@@ -270,6 +270,7 @@ class DialogGrader:
     last_errors: tuple[str, ...] = ()
     feedback_pending: bool = False
     feedback_rung: str | None = None  # the rung of the pending feedback, None when unknown
+    default_rung: str | None = None  # the rung of untagged feedback (transcripts stored before tags existed)
     turns: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # error type -> first step it appeared in
 
@@ -286,7 +287,7 @@ class DialogGrader:
         if self.step < 0:
             self.step = 0  # free text before the script: treat it as the first request
         self.feedback_pending = True
-        self.feedback_rung = rung
+        self.feedback_rung = rung if rung is not None else self.default_rung
         return False
 
     def expected(self) -> ExpectedCall:
@@ -324,8 +325,11 @@ class DialogGrader:
         )
 
 
-def grade_conversation(scenario: Scenario, messages: Sequence[Message]) -> list[TurnGrade]:
-    grader = DialogGrader(scenario)
+def grade_conversation(
+    scenario: Scenario, messages: Sequence[Message], default_rung: str | None = None
+) -> list[TurnGrade]:
+    """Every assistant turn graded; untagged feedback is taken as `default_rung`'s (the run's rung)."""
+    grader = DialogGrader(scenario, default_rung=default_rung)
     out = []
     for m in messages:
         if m.role == "user":
