@@ -36,6 +36,13 @@ PRICE_CASES = [
     ("USD 7 then", [7.0]),
     ("$ 9", [9.0]),
     ("$15-$18 depending on colour", [15.0, 18.0]),
+    ("$12-15", [12.0, 15.0]),
+    ("$20 is too high, I offer 15", [20.0, 15.0]),
+    ("Fine, $15, that's $5 off", [15.0]),
+    ("$18, that's 2 dollars less", [18.0]),
+    ("15$ and it's yours", [15.0]),
+    ("How about 12?", [12.0]),
+    ("I offer 15 balloons at 5 pm", []),
 ]
 
 
@@ -58,6 +65,13 @@ YES_NO_CASES = [
     ("Maybe", None),
     ("", None),
     ("No, the buyer still wants $10, so no. Yes would be wrong.", False),
+    ("They haven't reached a deal.", False),
+    ("They haven\u2019t reached a deal.", False),
+    ("The buyer hasn't made a deal", False),
+    ("They have not agreed on a price yet.", False),
+    ("They almost reached a deal but the buyer left.", False),
+    ("They didn't reach a deal", False),
+    ("They agreed on the price.", True),
 ]
 
 
@@ -71,6 +85,8 @@ def test_critic_text_loses_its_prices_and_keeps_three_items() -> None:
     assert n == 2 and "$" not in text and "12" not in text
     assert suggestions(text) == ["Ask for [a price] first.", "Never go under [a price].", "Smile."]
     assert suggestions("Be firm and polite.") == ["Be firm and polite."]
+    bare, n = redact_prices("1. Open at 25 and never go below eighteen.\n2. Ask for 15$.")
+    assert n == 3 and not re.search(r"\d|eighteen", bare.split("\n", 1)[0][3:]) and bare.startswith("1. ")
     assert first_line('\n  Seller: "I can do $16."\nMore chatter', ("seller",)) == "I can do $16."
 
 
@@ -270,3 +286,50 @@ def test_a_real_game_between_the_bundled_models(tmp_path: Path) -> None:
     assert len(feedback) == 1 and not re.search(r"\$\s?\d", feedback[0])
     assert feedback[0] in "\n".join(m.content for m in records[1].messages)  # the learner saw it
     assert {g.model for g in gens} == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+
+
+def test_the_buyer_can_be_the_learner_and_the_seller_then_starts_fresh(tmp_path: Path) -> None:
+    with scripted_server(policy) as server:
+        _run(tmp_path, server, _config(learner="buyer", feedback=("ai",), rounds=2, games=1))
+        requests = list(server.requests)
+    texts = {
+        role: ["\n".join(m["content"] for m in r) for r in requests if _role(r) == role] for role in ("seller", "buyer")
+    }
+    assert any(COACHED in t for t in texts["buyer"]) and not any(COACHED in t for t in texts["seller"])
+    assert max(t.count(OPENING_S) for t in texts["buyer"]) == 2  # it remembers the first game
+    assert max(t.count(OPENING_S) for t in texts["seller"]) == 1
+    (critic,) = [r for r in requests if _role(r) == "critic"]
+    assert "the buyer is the player you coach" in critic[-1]["content"]
+
+
+def test_a_critic_that_fails_ends_the_stream_until_the_next_run(tmp_path: Path) -> None:
+    broken = {"critic": True}
+
+    def flaky(messages: list[dict[str, str]]) -> str:
+        if broken["critic"] and "coach for bargaining" in messages[0]["content"]:
+            raise RuntimeError("critic down")
+        return policy(messages)
+
+    with scripted_server(flaky) as server:
+        _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1))
+        with ResultsStore(tmp_path / "m.db") as store:
+            first = {(r.setting, r.round): r.error for r in stored_games(store, "neg")}
+        assert first[("shared", 1)] is None and "the critic failed" in str(first[("ai", 2)])
+        assert ("ai", 3) not in first
+        broken["critic"] = False
+        _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1))
+    with ResultsStore(tmp_path / "m.db") as store:
+        after = {(r.setting, r.round): (r.error, r.price) for r in stored_games(store, "neg")}
+    assert after == {("shared", 1): (None, 15.0), ("ai", 2): (None, 17.0), ("ai", 3): (None, 17.0)}
+
+
+def test_human_feedback_is_a_setting_of_its_own_words(tmp_path: Path) -> None:
+    with scripted_server(policy) as server:
+        _run(tmp_path, server, _config(feedback=("none",), rounds=2, games=1))
+        cfg = _config(feedback=("none", "human"), rounds=2, games=1, human_feedback="Hold firm.")
+        _run(tmp_path, server, cfg)  # adding a person's feedback extends the run
+        seller = ["\n".join(m["content"] for m in r) for r in server.requests if _role(r) == "seller"]
+    assert any("Hold firm." in t for t in seller)
+    (name,) = [s for s in cfg.settings() if s.startswith("human")]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["settings"]) == {"none", name} and summary["settings"][name][1]["price"]["mean"] == 17.0

@@ -79,12 +79,13 @@ def parse_game(text: str, where: str) -> Game:
     doc.known(root, (), {"name", "item", "cost", "max_exchanges", "seller", "buyer", "moderator", "critic",
                          "between_games", "between_games_no_feedback", "constant_feedback"})  # fmt: skip
     cost = doc.get(root, (), "cost", float)
+    item = doc.get(root, (), "item", str)
     players = {}
     for role in ROLES:
         d = doc.get(root, (), role, dict)
         doc.known(d, (role,), {"system", "opening", "start"})
-        players[role] = Player(
-            system=doc.get(d, (role,), "system", str),
+        players[role] = Player(  # the cost is said once, in `cost`, and written into the prompts from there
+            system=_template(doc, d, (role,), "system", {"item", "cost"}).format(item=item, cost=f"{cost:g}"),
             opening=doc.get(d, (role,), "opening", str),
             start=doc.get(d, (role,), "start", str, required=False) or "",
         )
@@ -104,7 +105,7 @@ def parse_game(text: str, where: str) -> Game:
         raise doc.fail(("max_exchanges",), "must be at least 1")
     return Game(
         name=doc.get(root, (), "name", str),
-        item=doc.get(root, (), "item", str),
+        item=item,
         cost=cost,
         max_exchanges=max_exchanges or 10,
         seller=players["seller"],

@@ -18,13 +18,21 @@ _WORD = (
 )  # fmt: skip
 _DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:\.\d{1,2})?"
 _CURRENCY = r"(?:dollars?|bucks?|usd)\b"
+_OFFER = (r"(?:offer|pay|how about|make it|counter(?: with)?|go (?:up |down )?to|settle (?:for|at)|sell (?:it )?for"
+          r"|buy (?:it )?for|take it for|accept|give you)")  # fmt: skip
+_NOT_MONEY = (r"\s*(?:am|pm|a\.m|p\.m|%|percent|minutes?|mins?|hours?|days?|weeks?|o'clock|items?|balloons?|pieces?"
+              r"|times|years?|people)\b")  # fmt: skip
 PRICE_RE = re.compile(
-    rf"\$\s?(?P<a>{_DIGITS})(?![\d.]*\d)"  # $15, $ 15, $15.50, $1,000
+    rf"\$\s?(?P<a>{_DIGITS})(?![\d.]*\d)(?:\s?-\s?\$?(?P<a2>{_DIGITS})\b)?"  # $15, $ 15, $15.50, $1,000, $12-15
+    rf"|\b(?P<t>{_DIGITS})\s?\$"  # 15$
     rf"|\b(?P<b>{_DIGITS})\s?{_CURRENCY}"  # 15 dollars, 15.5 bucks, 15USD
     rf"|\busd\s?(?P<c>{_DIGITS})"  # USD 15
-    rf"|\b(?P<w>{_WORD})\s{_CURRENCY}",  # fifteen dollars, twenty-five bucks
+    rf"|\b(?P<w>{_WORD})\s{_CURRENCY}"  # fifteen dollars, twenty-five bucks
+    rf"|\b{_OFFER}\s+(?P<o>{_DIGITS})\b(?!{_NOT_MONEY})(?!\.\d)",  # "I offer 15", "how about 12?"
     re.IGNORECASE,
 )
+# "$5 off", "2 dollars less": an amount taken off or added, not a price
+_CHANGE = re.compile(r"\s*(?:off|less|more|cheaper|lower|higher|discount|down|extra)\b", re.IGNORECASE)
 
 
 def _words_to_int(text: str) -> int:
@@ -35,14 +43,21 @@ def _words_to_int(text: str) -> int:
 
 
 def prices(text: str) -> list[float]:
-    """Every dollar amount in `text`, in order: "$15.50" 15.5, "15 dollars" 15.0, "fifteen bucks" 15.0.
-    A bare number ("at 5 pm", "3 balloons") is not a price."""
+    """Every dollar amount in `text`, in order: "$15.50" 15.5, "15 dollars" 15.0, "fifteen bucks" 15.0,
+    "15$", "I offer 15". A bare number elsewhere ("at 5 pm", "3 balloons") is not a price, nor is an
+    amount taken off or added ("$5 off", "2 dollars less")."""
     found = []
     for m in PRICE_RE.finditer(text):
+        if _CHANGE.match(text, m.end()):
+            continue
         if m.group("w"):
             found.append(float(_words_to_int(m.group("w"))))
-        else:
-            found.append(float((m.group("a") or m.group("b") or m.group("c")).replace(",", "")))
+            continue
+        found.append(
+            float((m.group("a") or m.group("t") or m.group("b") or m.group("c") or m.group("o")).replace(",", ""))
+        )
+        if m.group("a2"):  # a range: its upper end comes last
+            found.append(float(m.group("a2").replace(",", "")))
     return found
 
 
@@ -52,26 +67,43 @@ def last_price(text: str) -> float | None:
     return found[-1] if found else None
 
 
+_ANY_NUMBER = re.compile(rf"\$\s?(?:{_DIGITS})|\b(?:{_DIGITS})(?:\s?\$|\b)|\b{_WORD}\b", re.IGNORECASE)
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.):]|[-*•])\s+")
+
+
 def redact_prices(text: str) -> tuple[str, int]:
-    """The critic must never name a price: each amount it wrote becomes "[a price]"; how many there were."""
-    return PRICE_RE.subn("[a price]", text)
+    """The critic must never name a price: every amount and every other number it wrote ("open at 25",
+    "never below eighteen") becomes "[a price]", list numbering aside; how many there were."""
+    out, count = [], 0
+    for line in text.splitlines(keepends=True):
+        mark = _LIST_MARK.match(line)
+        head, body = (line[: mark.end()], line[mark.end() :]) if mark else ("", line)
+        money = PRICE_RE.subn("[a price]", body)
+        rest = _ANY_NUMBER.subn("[a price]", money[0])
+        out.append(head + rest[0])
+        count += money[1] + rest[1]
+    return "".join(out), count
 
 
 _NEG_DEAL = re.compile(
-    r"\b(?:not?|never|haven't|hasn't|didn't|did not|have not|has not|without|yet to|failed to)\b[^.?!]*\bdeal\b"
+    r"\b(?:not?|never|haven't|hasn't|hadn't|didn't|don't|doesn't|isn't|wasn't|weren't|aren't|won't|can't|cannot"
+    r"|without|yet to|failed to|almost|nearly|unable)\b[^.?!]*\b(?:deal|agreement|agree|agreed|price|sold|bought)\b"
     r"|\bno\s+(?:deal|agreement)\b",
     re.IGNORECASE,
 )
 _POS_DEAL = re.compile(
-    r"\b(?:reached|achieved|made|struck|closed|agreed(?: on| to)?)\b[^.?!]*\b(?:deal|agreement|price)\b", re.IGNORECASE
+    r"\b(?:reached|achieved|made|struck|closed|agreed(?: on| to)?|settled|accepted)\b[^.?!]*"
+    r"\b(?:deal|agreement|price)\b",
+    re.IGNORECASE,
 )
 
 
 def yes_no(text: str) -> bool | None:
     """A moderator's answer to "have they made a deal?": the first yes or no it says, else a plain
     sentence about the deal ("They reached a deal", "no deal yet"); None when it says neither or both."""
-    clean = re.sub(r"[*_`#>\"']", " ", text).strip().lower()
-    words = re.findall(r"[a-z]+", clean)
+    clean = text.replace("\u2019", "'").replace("\u2018", "'")
+    clean = re.sub(r"[*_`#>\"]", " ", clean).strip().lower()
+    words = re.findall(r"[a-z]+(?:'[a-z]+)?", clean)  # "haven't" stays one word
     lead = [w for w in words[:3] if w in ("yes", "no")]  # "Yes.", "Answer: No", "**Yes**, they agreed"
     if lead:
         return bool(lead[0] == "yes") if len(set(lead)) == 1 else None

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mendlab.negotiation.rounds import SHARED, GameRecord
+from mendlab.negotiation.rounds import CONTEXT_FULL, SHARED, GameRecord
 from mendlab.reports.figures import pyplot, to_png
-from mendlab.stats import Estimate, MeanEstimate, mean_ci, ratio_ci
+from mendlab.stats import Estimate, MeanEstimate, mean_t_ci, paired_rate_diff_ci, ratio_ci
 
 # Fu et al., seller's mean deal price before → with AI feedback (one round; SPEC §2 appendix).
 PAPER = {
@@ -41,6 +41,9 @@ class RoundStats:
     price_change: MeanEstimate  # paired with round 1, streams with a deal in both
     deal_rate_change: MeanEstimate  # paired with round 1, streams with both games
     lines: MeanEstimate  # lines said per game, openings included
+    below_cost: int = 0  # deals under the seller's cost
+    unclear: int = 0  # moderator answers that were neither yes nor no
+    context_full: int = 0  # games that did not fit the learner's context (their stream ends there)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class RoundStats:
             "deal_rate": self.deal_rate.to_json(), "price": self.price.to_json(),
             "price_change_from_round_1": self.price_change.to_json(),
             "deal_rate_change_from_round_1": self.deal_rate_change.to_json(), "lines": self.lines.to_json(),
+            "deals_below_cost": self.below_cost, "moderator_unclear": self.unclear, "context_full": self.context_full,
         }  # fmt: skip
 
 
@@ -60,7 +64,7 @@ def games_of(records: Sequence[GameRecord], setting: str) -> dict[int, dict[int,
     return out
 
 
-def round_stats(records: Sequence[GameRecord], setting: str) -> list[RoundStats]:
+def round_stats(records: Sequence[GameRecord], setting: str, cost: float = 0.0) -> list[RoundStats]:
     by_round = games_of(records, setting)
     first = {s: g for s, g in by_round.get(1, {}).items() if g.error is None}
     rows = []
@@ -69,11 +73,11 @@ def round_stats(records: Sequence[GameRecord], setting: str) -> list[RoundStats]
         ok = {s: g for s, g in games.items() if g.error is None}
         deals = [g for g in ok.values() if g.deal and g.price is not None]
         paired_price = [
-            (g.price - p1, 1)
+            g.price - p1
             for s, g in ok.items()
             if s in first and g.deal and first[s].deal and g.price is not None and (p1 := first[s].price) is not None
         ]
-        paired_deal = [(float(g.deal) - float(first[s].deal), 1) for s, g in ok.items() if s in first]
+        paired_deal = [(first[s].deal, g.deal) for s, g in ok.items() if s in first]
         rows.append(
             RoundStats(
                 setting=setting,
@@ -81,10 +85,13 @@ def round_stats(records: Sequence[GameRecord], setting: str) -> list[RoundStats]
                 games=len(ok),
                 errors=len(games) - len(ok),
                 deal_rate=ratio_ci([(int(g.deal), 1) for g in ok.values()]),
-                price=mean_ci([(float(g.price), 1) for g in deals if g.price is not None]),
-                price_change=mean_ci(paired_price),
-                deal_rate_change=mean_ci(paired_deal),
-                lines=mean_ci([(float(len(g.lines)), 1) for g in ok.values()]),
+                price=mean_t_ci([float(g.price) for g in deals if g.price is not None]),
+                price_change=mean_t_ci(paired_price),
+                deal_rate_change=paired_rate_diff_ci(paired_deal),
+                lines=mean_t_ci([float(len(g.lines)) for g in ok.values()]),
+                below_cost=sum(1 for g in deals if g.price is not None and g.price < cost),
+                unclear=sum(1 for g in ok.values() for c in g.checks if c.deal is None),
+                context_full=sum(1 for g in games.values() if g.error and g.error.startswith(CONTEXT_FULL)),
             )
         )
     return rows
@@ -99,6 +106,8 @@ def fmt_mean(m: MeanEstimate, money: bool = True, signed: bool = False) -> str:
         return "n/a"
     sign = "+" if signed else ""
     unit = "$" if money else ""
+    if m.low != m.low:  # one value: no interval
+        return f"{unit}{m.value:{sign}.2f} (n={m.n})"
     return f"{unit}{m.value:{sign}.2f} [{m.low:{sign}.2f}, {m.high:{sign}.2f}] (n={m.n})"
 
 
@@ -130,14 +139,15 @@ def _plot(stats: Mapping[str, Sequence[RoundStats]]) -> bytes | None:
     ax_d.set(xlabel="round", ylabel="deal rate", title="Deal rate, 95% CI", ylim=(0, 1.05))
     for ax in (ax_p, ax_d):
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(title="feedback")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title="feedback")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return to_png(fig)
 
 
-def _anchor(rec: GameRecord) -> str:
-    return f"g-{rec.setting}-{rec.stream}-{rec.round}"
+def _anchor(rec: GameRecord, listed_under: str) -> str:
+    return f"g-{listed_under}-{rec.stream}-{rec.round}"
 
 
 def write_negotiation_report(
@@ -150,7 +160,8 @@ def write_negotiation_report(
     """report.md, report.html (every game's transcript in it), price_deal.png and summary.json, for
     `settings` (default: every setting with a game of round 2 or later)."""
     out.mkdir(parents=True, exist_ok=True)
-    stats = {s: round_stats(records, s) for s in (settings if settings is not None else settings_of(records))}
+    cost = float(config.get("cost", 0.0))
+    stats = {s: round_stats(records, s, cost) for s in (settings if settings is not None else settings_of(records))}
     paths: list[Path] = []
     png = _plot(stats)
     if png is not None:
@@ -164,7 +175,8 @@ def write_negotiation_report(
             "price": "mean price over the games that made a deal",
             "price_change_from_round_1": "mean of (price in round r - price in round 1), streams with a deal in both",
             "deal_rate_change_from_round_1": "mean of (deal in round r - deal in round 1), streams with both games",
-            "intervals": "95% percentile bootstrap (rates widened to at least Wilson's)",
+            "intervals": "95%: rates Wilson-widened bootstrap; means Student's t; paired deal-rate change "
+            "Newcombe's hybrid score interval (method 10)",
         },
         "settings": {s: [r.to_json() for r in rows] for s, rows in stats.items()},
         "paper": PAPER,
@@ -209,7 +221,7 @@ def write_negotiation_report(
         for rnd in sorted(by_round):
             body.append(f'<h2 id="round-{html.escape(s)}-{rnd}">feedback {html.escape(s)}, round {rnd}</h2>')
             for stream in sorted(by_round[rnd]):
-                body.append(_game_html(by_round[rnd][stream]))
+                body.append(_game_html(by_round[rnd][stream], s))
     page = ("<!doctype html><meta charset='utf-8'><title>mendlab negotiation</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{border:1px solid #ccc;padding:3px 6px}"
             "table{border-collapse:collapse}.seller{color:#1f5fa8}.buyer{color:#a8431f}.fb{background:#f4f4f4;"
@@ -219,9 +231,9 @@ def write_negotiation_report(
     return paths
 
 
-def _game_html(rec: GameRecord) -> str:
+def _game_html(rec: GameRecord, listed_under: str) -> str:
     title = f"stream {rec.stream}: {rec.outcome}" + (f" — error: {rec.error}" if rec.error else "")
-    parts = [f'<details id="{_anchor(rec)}"><summary>{html.escape(title)}</summary>']
+    parts = [f'<details id="{html.escape(_anchor(rec, listed_under))}"><summary>{html.escape(title)}</summary>']
     if rec.feedback:
         parts.append(f'<div class="fb">feedback played with:\n{html.escape(rec.feedback[-1])}</div>')
     if rec.feedback_note:

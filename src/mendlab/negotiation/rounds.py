@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mendlab.conversation import Conversation
-from mendlab.errors import MendlabError
+from mendlab.errors import ContextOverflow, MendlabError
 from mendlab.models import ChatModel, Message, SamplingParams
 from mendlab.negotiation.game import Game, Role
 from mendlab.negotiation.parsing import redact_prices, suggestions
@@ -30,6 +30,10 @@ from mendlab.store import ResultsStore
 FeedbackKind = Literal["ai", "human", "constant", "none"]
 FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("ai", "human", "constant", "none")
 SHARED = "shared"  # the setting name of round 1, played once per stream for every setting
+CONTEXT_FULL = "context full: "  # a game that cannot fit the learner's context; replaying it cannot help
+# Bump when what a stored game means changes (the moderator's window or budget, how lines are cut):
+# a run made under another protocol is then another run, not one resumed and mixed.
+PROTOCOL = 1
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,19 @@ class NegotiationConfig:
             "max_exchanges": self.max_exchanges or game.max_exchanges,
             "params": {k: v for k, v in self.params.as_dict().items() if k != "n"},
             "critic_max_tokens": self.critic_max_tokens,
-            "human_feedback": hashlib.sha256(self.human_feedback.encode()).hexdigest() if self.human_feedback else None,
+            "protocol": PROTOCOL,
         }
+
+    def settings(self) -> list[str]:
+        """The stored names of the feedback settings; a person's feedback is named by its text's hash,
+        so adding it to a run, or other words from another person, never mixes with what is there."""
+        names: list[str] = []
+        for kind in dict.fromkeys(self.feedback):
+            if kind == "human" and self.human_feedback:
+                names.append(f"human-{hashlib.sha256(self.human_feedback.encode()).hexdigest()[:8]}")
+            else:
+                names.append(kind)
+        return names
 
 
 @dataclass(frozen=True)
@@ -149,7 +164,7 @@ class Feedback:
             return None, ""
         if kind == "constant":
             return self.game.constant_feedback, ""
-        if kind == "human":
+        if kind.startswith("human"):
             return self.cfg.human_feedback, ""
         prompt = self.game.critic_prompt.format(
             item=self.game.item,
@@ -199,7 +214,7 @@ def play_stream(
         cid = game_id(run_id, setting, stream, r)
         stored = store.conversation(cid)
         record = GameRecord.from_conversation(stored) if stored is not None else None
-        fresh = record is None or record.error is not None
+        fresh = record is None or (record.error is not None and not record.error.startswith(CONTEXT_FULL))
         if fresh:
             record = _play(store, run_id, game, cfg, cast, setting, stream, r, history, given, note)
         assert record is not None
@@ -252,7 +267,8 @@ def _play(
                             result.learner_view, note)  # fmt: skip
     except MendlabError as exc:
         seen = tuple(view(game, cfg.learner, (), history))  # what the learner had seen when it failed
-        record = GameRecord(name, stream, round_, False, None, (), (), given, seen, note, str(exc))
+        why = (CONTEXT_FULL if isinstance(exc, ContextOverflow) else "") + str(exc)
+        record = GameRecord(name, stream, round_, False, None, (), (), given, seen, note, why)
     _save(store, run_id, record)
     return record
 

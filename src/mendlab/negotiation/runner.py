@@ -52,7 +52,7 @@ def run_negotiation(
             for name, spec in specs.items():
                 loaded[name] = RecordedModel(load_model(spec), store, f"{run_id}:gen")
             cast = Cast(loaded[cfg.seller], loaded[cfg.buyer], loaded[cfg.critic], loaded[cfg.moderator])
-            settings: list[str] = list(dict.fromkeys(cfg.feedback))
+            settings = cfg.settings()
             total = cfg.games * (1 + (cfg.rounds - 1) * len(settings))
             with progress_bar(console) as bar:
                 task = bar.add_task(f"negotiation ({cfg.learner} learns)", total=total)
@@ -70,20 +70,21 @@ def run_negotiation(
             for model in loaded.values():
                 model.close()
         records = [r for r in stored_games(store, run_id) if r.stream < cfg.games and r.round <= cfg.rounds]
-    _print_table(console, records, settings)
+    _print_table(console, records, cfg.settings(), game.cost)
     errors = [r for r in records if r.error]
     if errors:
         console.print(f"{len(errors)} game(s) failed (first: {errors[0].error}); the same command again retries them")
-    meta = {**config_json(cfg), "run": run_id, "max_exchanges": cfg.max_exchanges or game.max_exchanges}
-    return write_negotiation_report(records, run_id, meta, out, settings)
+    meta = {**config_json(cfg), "run": run_id, "max_exchanges": cfg.max_exchanges or game.max_exchanges,
+            "cost": game.cost}  # fmt: skip
+    return write_negotiation_report(records, run_id, meta, out, cfg.settings())
 
 
-def _print_table(console: Console, records: list[GameRecord], settings: list[str]) -> None:
+def _print_table(console: Console, records: list[GameRecord], settings: list[str], cost: float) -> None:
     table = Table(title="Negotiation: deal rate and mean deal price by round (95% intervals)")
     for col in ("feedback", "round", "games", "deal rate", "mean price", "price vs round 1", "deal rate vs round 1"):
         table.add_column(col)
     for s in settings:
-        for r in round_stats(records, s):
+        for r in round_stats(records, s, cost):
             table.add_row(s, str(r.round), str(r.games), str(r.deal_rate), fmt_mean(r.price),
                           fmt_mean(r.price_change, signed=True), fmt_rate_change(r.deal_rate_change))  # fmt: skip
     console.print(table)
