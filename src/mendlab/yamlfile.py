@@ -3,6 +3,8 @@ file, the line and the field instead of a traceback."""
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -69,3 +71,19 @@ class LocatedYaml:
         for key in obj:
             if key not in allowed:
                 raise self.fail((*path, key), f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+
+
+def builtin_or_file(
+    name_or_path: str, package: str, folder: str, builtin: tuple[str, ...], what: str
+) -> tuple[str, str]:
+    """(text, where) of a built-in file by name, or of a user's YAML file by path."""
+    if name_or_path in builtin:
+        ref = resources.files(package) / folder / f"{name_or_path}.yaml"
+        return ref.read_text(encoding="utf-8"), f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"{name_or_path}: no such {what} (built in: {', '.join(builtin)}; or a YAML file)")
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None

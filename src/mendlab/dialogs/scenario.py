@@ -11,12 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, replace
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from mendlab.errors import ConfigError
-from mendlab.yamlfile import LocatedYaml
+from mendlab.yamlfile import LocatedYaml, builtin_or_file
 
 EffectKind = Literal["add", "update", "remove"]
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -330,14 +328,5 @@ BUILTIN = ("calendar", "dentist")
 
 def load_scenario(name_or_path: str) -> Scenario:
     """A built-in scenario by name, or a YAML file by path."""
-    if name_or_path in BUILTIN:
-        ref = resources.files("mendlab.dialogs") / "scenarios" / f"{name_or_path}.yaml"
-        return parse_scenario(ref.read_text(encoding="utf-8"), f"{name_or_path}.yaml")
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise ConfigError(f"{name_or_path}: no such scenario (built in: {', '.join(BUILTIN)}; or a YAML file)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_scenario(text, str(path))
+    text, where = builtin_or_file(name_or_path, "mendlab.dialogs", "scenarios", BUILTIN, "scenario")
+    return parse_scenario(text, where)

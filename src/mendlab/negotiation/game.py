@@ -7,12 +7,10 @@ code. A bad file is one line naming the file, the line and the field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from mendlab.errors import ConfigError
-from mendlab.yamlfile import LocatedYaml
+from mendlab.yamlfile import LocatedYaml, builtin_or_file
 
 Role = Literal["seller", "buyer"]
 ROLES: tuple[Role, ...] = ("seller", "buyer")
@@ -126,14 +124,5 @@ def parse_game(text: str, where: str) -> Game:
 
 def load_game(name_or_path: str) -> Game:
     """A built-in game by name, or a YAML file."""
-    if name_or_path in BUILTIN:
-        ref = resources.files("mendlab.negotiation") / "games" / f"{name_or_path}.yaml"
-        return parse_game(ref.read_text(encoding="utf-8"), f"{name_or_path}.yaml")
-    path = Path(name_or_path)
-    if not path.is_file():
-        raise ConfigError(f"{name_or_path}: no such game (built in: {', '.join(BUILTIN)}; or a YAML file)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_game(text, str(path))
+    text, where = builtin_or_file(name_or_path, "mendlab.negotiation", "games", BUILTIN, "game")
+    return parse_game(text, where)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from mendlab.conversation import Conversation
@@ -192,85 +191,78 @@ def between(game: Game, kind_feedback: str | None, result: GameRecord, learner: 
     return Message("user", text)
 
 
-def play_stream(
-    store: ResultsStore,
-    run_id: str,
-    game: Game,
-    cfg: NegotiationConfig,
-    cast: Cast,
-    setting: str,
-    stream: int,
-    on_game: Callable[[GameRecord, bool], None] = lambda record, fresh: None,
-) -> list[GameRecord]:
-    """Rounds 1..R of one stream under one setting; finished games are loaded, the rest played and
-    stored one by one. A game that fails (server down, context full) is stored as that game's error,
-    ends its stream, and is played again by the next run."""
-    feedback = Feedback(game, cfg, cast.critic)
-    history: list[Message] = []
-    given: tuple[str, ...] = ()
-    note = ""
-    out: list[GameRecord] = []
-    for r in range(1, cfg.rounds + 1):
-        cid = game_id(run_id, setting, stream, r)
-        stored = store.conversation(cid)
-        record = GameRecord.from_conversation(stored) if stored is not None else None
-        fresh = record is None or (record.error is not None and not record.error.startswith(CONTEXT_FULL))
-        if fresh:
-            record = _play(store, run_id, game, cfg, cast, setting, stream, r, history, given, note)
-        assert record is not None
-        out.append(record)
-        on_game(record, fresh)
-        if record.error is not None or r == cfg.rounds:
-            break
+@dataclass(frozen=True)
+class NegotiationRun:
+    """Where a run's games are played: the game, the models, the settings, the store they go to."""
+
+    store: ResultsStore
+    run_id: str
+    game: Game
+    cfg: NegotiationConfig
+    cast: Cast
+
+    def play_stream(
+        self, setting: str, stream: int, on_game: Callable[[GameRecord, bool], None] = lambda record, fresh: None
+    ) -> list[GameRecord]:
+        """Rounds 1..R of one stream under one setting; finished games are loaded, the rest played and
+        stored one by one. A game that fails (server down) is stored as that game's error, ends its
+        stream, and is played again by the next run; one that cannot fit the context stays as it is."""
+        feedback = Feedback(self.game, self.cfg, self.cast.critic)
+        history: list[Message] = []
+        given: tuple[str, ...] = ()
+        note = ""
+        out: list[GameRecord] = []
+        for r in range(1, self.cfg.rounds + 1):
+            stored = self.store.conversation(game_id(self.run_id, setting, stream, r))
+            record = GameRecord.from_conversation(stored) if stored is not None else None
+            fresh = record is None or (record.error is not None and not record.error.startswith(CONTEXT_FULL))
+            if fresh:
+                record = self._play(SHARED if r == 1 else setting, stream, r, history, given, note)
+            assert record is not None
+            out.append(record)
+            on_game(record, fresh)
+            if record.error is not None or r == self.cfg.rounds:
+                break
+            try:
+                text, note = feedback.after(setting, record, given)
+            except MendlabError as exc:
+                failed = GameRecord(setting, stream, r + 1, False, None, (), (), given, record.messages, "",
+                                    f"the critic failed: {exc}")  # fmt: skip
+                _save(self.store, self.run_id, failed)
+                out.append(failed)
+                on_game(failed, True)
+                break
+            if text is not None:
+                given = (*given, text)
+            history = [*record.messages[1:], between(self.game, text, record, self.cfg.learner)]
+        return out
+
+    def _play(
+        self, name: str, stream: int, round_: int, history: list[Message], given: tuple[str, ...], note: str
+    ) -> GameRecord:
+        cfg, cast = self.cfg, self.cast
+        scope = f"{name}:{stream}:{round_}"
+        players = Players(
+            seller=_scoped(cast.seller, scope + ":seller"),
+            buyer=_scoped(cast.buyer, scope + ":buyer"),
+            moderator=_scoped(cast.moderator, scope + ":moderator"),
+        )
+
+        def seed_for(role: str, turn: int) -> int:
+            return derive_seed(cfg.params.seed, "negotiation", stream, round_, role, turn)
+
         try:
-            text, note = feedback.after(setting, record, given)
+            result: GameResult = play_game(
+                self.game, players, cfg.params, seed_for, cfg.learner, history, cfg.max_exchanges
+            )
+            record = GameRecord(name, stream, round_, result.deal, result.price, result.lines, result.checks,
+                                given, result.learner_view, note)  # fmt: skip
         except MendlabError as exc:
-            failed = GameRecord(setting, stream, r + 1, False, None, (), (), given, record.messages, "",
-                                f"the critic failed: {exc}")  # fmt: skip
-            _save(store, run_id, failed)
-            out.append(failed)
-            on_game(failed, True)
-            break
-        if text is not None:
-            given = (*given, text)
-        history = [*record.messages[1:], between(game, text, record, cfg.learner)]
-    return out
-
-
-def _play(
-    store: ResultsStore,
-    run_id: str,
-    game: Game,
-    cfg: NegotiationConfig,
-    cast: Cast,
-    setting: str,
-    stream: int,
-    round_: int,
-    history: list[Message],
-    given: tuple[str, ...],
-    note: str,
-) -> GameRecord:
-    name = SHARED if round_ == 1 else setting
-    scope = f"{name}:{stream}:{round_}"
-    players = Players(
-        seller=_scoped(cast.seller, scope + ":seller"),
-        buyer=_scoped(cast.buyer, scope + ":buyer"),
-        moderator=_scoped(cast.moderator, scope + ":moderator"),
-    )
-
-    def seed_for(role: str, turn: int) -> int:
-        return derive_seed(cfg.params.seed, "negotiation", stream, round_, role, turn)
-
-    try:
-        result: GameResult = play_game(game, players, cfg.params, seed_for, cfg.learner, history, cfg.max_exchanges)
-        record = GameRecord(name, stream, round_, result.deal, result.price, result.lines, result.checks, given,
-                            result.learner_view, note)  # fmt: skip
-    except MendlabError as exc:
-        seen = tuple(view(game, cfg.learner, (), history))  # what the learner had seen when it failed
-        why = (CONTEXT_FULL if isinstance(exc, ContextOverflow) else "") + str(exc)
-        record = GameRecord(name, stream, round_, False, None, (), (), given, seen, note, why)
-    _save(store, run_id, record)
-    return record
+            seen = tuple(view(self.game, cfg.learner, (), history))  # what the learner had seen when it failed
+            why = (CONTEXT_FULL if isinstance(exc, ContextOverflow) else "") + str(exc)
+            record = GameRecord(name, stream, round_, False, None, (), (), given, seen, note, why)
+        _save(self.store, self.run_id, record)
+        return record
 
 
 def _save(store: ResultsStore, run_id: str, record: GameRecord) -> None:
@@ -297,6 +289,3 @@ def config_json(cfg: NegotiationConfig) -> Mapping[str, Any]:
     d["params"] = cfg.params.as_dict()
     d.pop("human_feedback")
     return d
-
-
-__all__ = ["Cast", "GameRecord", "NegotiationConfig", "Path", "play_stream", "stored_games"]

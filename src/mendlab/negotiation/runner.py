@@ -15,7 +15,7 @@ from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, load_model, load_registry
 from mendlab.negotiation.game import load_game
 from mendlab.negotiation.report import fmt_mean, fmt_rate_change, round_stats, write_negotiation_report
-from mendlab.negotiation.rounds import Cast, GameRecord, NegotiationConfig, config_json, play_stream, stored_games
+from mendlab.negotiation.rounds import Cast, GameRecord, NegotiationConfig, NegotiationRun, config_json, stored_games
 from mendlab.progress import progress_bar
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
@@ -40,18 +40,15 @@ def run_negotiation(
     specs = {name: registry.get(name) for name in names}  # a bad name fails before any work
     with ResultsStore(db) as store:
         opened = store.ensure_run(run_id, "negotiation", cfg.identity(game), new_if_changed=new_run)
-        if opened.id != run_id:
-            console.print(
-                f"run {run_id!r} holds another configuration ({'; '.join(map(str, opened.diffs))}): "
-                f"this is run {opened.id!r}",
-                soft_wrap=True,
-            )
+        if opened.moved:
+            console.print(opened.moved, soft_wrap=True)
         run_id = opened.id
         loaded: dict[str, ChatModel] = {}
         try:
             for name, spec in specs.items():
                 loaded[name] = RecordedModel(load_model(spec), store, f"{run_id}:gen")
             cast = Cast(loaded[cfg.seller], loaded[cfg.buyer], loaded[cfg.critic], loaded[cfg.moderator])
+            negotiation = NegotiationRun(store, run_id, game, cfg, cast)
             settings = cfg.settings()
             total = cfg.games * (1 + (cfg.rounds - 1) * len(settings))
             with progress_bar(console) as bar:
@@ -63,7 +60,7 @@ def run_negotiation(
                             if record.round > 1 or first:
                                 bar.advance(task)
 
-                        played = play_stream(store, run_id, game, cfg, cast, setting, stream, tick)
+                        played = negotiation.play_stream(setting, stream, tick)
                         skipped = cfg.rounds - len(played)  # a stream cut by an error: its rounds are done for now
                         bar.advance(task, skipped)
         finally:

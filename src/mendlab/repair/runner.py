@@ -111,12 +111,8 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
         except MendlabError:
             sandbox.close()
             raise
-        if opened.id != run_id:
-            console.print(
-                f"run {run_id!r} holds another configuration ({'; '.join(map(str, opened.diffs))}): "
-                f"this is run {opened.id!r}",
-                soft_wrap=True,
-            )
+        if opened.moved:
+            console.print(opened.moved, soft_wrap=True)
         run_id = opened.id
         console.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         try:

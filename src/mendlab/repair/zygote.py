@@ -122,6 +122,17 @@ def _become_child(fds: dict[int, int], cfg: dict[str, Any]) -> None:
     sys.argv = ["prog.py"]
 
 
+def _reap() -> None:
+    """Collect every child that has exited (orphans come to PID 1 too)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def _read_line(fd: int, buf: bytearray) -> bytes | None:
     while b"\n" not in buf:
         chunk = os.read(fd, 1 << 16)
@@ -356,13 +367,7 @@ class Template:
 
     @staticmethod
     def reap() -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        _reap()
 
     @staticmethod
     def live_others(*spare: int) -> bool:
@@ -445,13 +450,7 @@ class Zygote:
 
     @staticmethod
     def reap() -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        _reap()
 
     def ipc_clean(self) -> None:
         """System V shared memory, queues and semaphores outlive their process: remove them."""

@@ -210,6 +210,16 @@ class Run:
     requested: str = ""
     diffs: tuple[FieldDiff, ...] = ()
 
+    @property
+    def moved(self) -> str | None:
+        """What to tell the user when the requested id held another configuration; else None."""
+        if not self.requested or self.id == self.requested:
+            return None
+        return (
+            f"run {self.requested!r} holds another configuration ({'; '.join(map(str, self.diffs))}): "
+            f"this is run {self.id!r}"
+        )
+
 
 @dataclass(frozen=True)
 class GenerationRecord:
