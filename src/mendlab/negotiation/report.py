@@ -86,8 +86,8 @@ def round_stats(records: Sequence[GameRecord], setting: str, cost: float = 0.0) 
                 errors=len(games) - len(ok),
                 deal_rate=ratio_ci([(int(g.deal), 1) for g in ok.values()]),
                 price=mean_t_ci([float(g.price) for g in deals if g.price is not None]),
-                price_change=mean_t_ci(paired_price),
-                deal_rate_change=paired_rate_diff_ci(paired_deal),
+                price_change=mean_t_ci(paired_price if r > 1 else []),  # round 1 against itself says nothing
+                deal_rate_change=paired_rate_diff_ci(paired_deal if r > 1 else []),
                 lines=mean_t_ci([float(len(g.lines)) for g in ok.values()]),
                 below_cost=sum(1 for g in deals if g.price is not None and g.price < cost),
                 unclear=sum(1 for g in ok.values() for c in g.checks if c.deal is None),
@@ -184,18 +184,19 @@ def write_negotiation_report(
     (out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     paths.append(out / "summary.json")
     header = (
-        "| feedback | round | games | deal rate | mean price | price change vs round 1 | deal-rate change | errors |"
+        "| feedback | round | games | deal rate | mean price | price change vs round 1 | deal-rate change "
+        "| deals below cost | errors |"
     )
     md = [f"# Negotiation: run `{run_id}`", "",
           f"{config.get('learner', '?')} learns; seller `{config.get('seller')}`, buyer `{config.get('buyer')}`, "
           f"critic `{config.get('critic')}`, moderator `{config.get('moderator')}`.", "",
-          header, "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          header, "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     rows_html = []
     for s, rows in stats.items():
         for r in rows:
             change, deal_change = fmt_mean(r.price_change, signed=True), fmt_rate_change(r.deal_rate_change)
             cells = [s, str(r.round), str(r.games), str(r.deal_rate), fmt_mean(r.price), change, deal_change,
-                     str(r.errors)]  # fmt: skip
+                     str(r.below_cost), str(r.errors)]  # fmt: skip
             md.append("| " + " | ".join(cells) + " |")
             link = f'<a href="#round-{html.escape(s)}-{r.round}">{r.games}</a>'
             rows_html.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" if i != 2 else f"<td>{link}</td>"
