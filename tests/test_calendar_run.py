@@ -22,7 +22,7 @@ def test_qwen_greedy_dialog_fixes_the_year_when_told(qwen: ChatModel) -> None:
     res = play_dialog(qwen, CAL, GREEDY, "explicit", max_fixes=1)
     first, fix = res.grades[0], res.grades[1]
     assert first.step == 1 and first.attempt == 0 and "wrong_year" in first.errors  # 2023, as MODELS.md says
-    assert res.messages[3] == Message("user", "Use the year 2024.")  # the rung's words, before the script's
+    assert res.messages[3] == Message("user", "Use the year 2024.", origin="feedback:explicit")  # the rung's words
     assert fix.step == 1 and fix.attempt == 1 and fix.pointed_gone and fix.marks[0] == "🥦"
     # every scripted turn was asked, as a step of its own, and every answer graded
     users = [m.content for m in res.messages if m.role == "user"]

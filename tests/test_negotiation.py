@@ -43,6 +43,18 @@ PRICE_CASES = [
     ("15$ and it's yours", [15.0]),
     ("How about 12?", [12.0]),
     ("I offer 15 balloons at 5 pm", []),
+    ("I'd pay $14, not $20.", [14.0]),
+    ("$14 instead of $20", [14.0]),
+    ("I can drop to $14 from $16.", [14.0]),
+    ("Ok, $15. That is $5 less than $20.", [15.0]),
+    ("Sold at $15 (cost $8).", [15.0]),
+    ("Deal at $15 - 3 balloons", [15.0]),
+    ("So we get $8 - $40 = -$22.", []),
+    ("Let's say 13 dollars and 50 cents", [13.5]),
+    ("I'll pay 50 cents more", []),
+    ("Deal at 12.", [12.0]),
+    ("12 it is", [12.0]),
+    ("$12? No way, $15.", [12.0, 15.0]),
 ]
 
 
@@ -72,6 +84,9 @@ YES_NO_CASES = [
     ("They almost reached a deal but the buyer left.", False),
     ("They didn't reach a deal", False),
     ("They agreed on the price.", True),
+    ("They agreed on $14.", True),
+    ("A deal was made at $14.", True),
+    ("The buyer didn't budge, but they agreed on $14.", True),
 ]
 
 
@@ -87,6 +102,7 @@ def test_critic_text_loses_its_prices_and_keeps_three_items() -> None:
     assert suggestions("Be firm and polite.") == ["Be firm and polite."]
     bare, n = redact_prices("1. Open at 25 and never go below eighteen.\n2. Ask for 15$.")
     assert n == 3 and not re.search(r"\d|eighteen", bare.split("\n", 1)[0][3:]) and bare.startswith("1. ")
+    assert redact_prices("1. Make one offer at a time.") == ("1. Make one offer at a time.", 0)
     assert first_line('\n  Seller: "I can do $16."\nMore chatter', ("seller",)) == "I can do $16."
 
 
@@ -285,7 +301,9 @@ def test_a_real_game_between_the_bundled_models(tmp_path: Path) -> None:
     feedback = records[1].feedback
     assert len(feedback) == 1 and not re.search(r"\$\s?\d", feedback[0])
     assert feedback[0] in "\n".join(m.content for m in records[1].messages)  # the learner saw it
-    assert {g.model for g in gens} == {"qwen2.5-coder-0.5b", "smollm2-135m"}
+    buyer_lines = sum(1 for r in records for ln in r.lines if ln.speaker == "buyer" and not ln.scripted)
+    assert sum(g.model == "smollm2-135m" for g in gens) == buyer_lines  # the buyer's lines are smollm's
+    assert {g.model for g in gens} <= {"qwen2.5-coder-0.5b", "smollm2-135m"}
 
 
 def test_the_buyer_can_be_the_learner_and_the_seller_then_starts_fresh(tmp_path: Path) -> None:
@@ -333,3 +351,37 @@ def test_human_feedback_is_a_setting_of_its_own_words(tmp_path: Path) -> None:
     (name,) = [s for s in cfg.settings() if s.startswith("human")]
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert set(summary["settings"]) == {"none", name} and summary["settings"][name][1]["price"]["mean"] == 17.0
+
+
+def test_a_game_that_cannot_fit_the_context_is_final_not_retried(tmp_path: Path) -> None:
+    """A server that says the prompt is too long for the learner's second game: that game is recorded as
+    context full, its stream ends, and a rerun does not ask again (it would fail again)."""
+
+    def small_context(messages: list[dict[str, str]]) -> str:
+        if "game is over" in "\n".join(m["content"] for m in messages) and "play a seller" in messages[0]["content"]:
+            raise RuntimeError("This model's maximum context length is 64 tokens: the prompt exceeds it")
+        return policy(messages)
+
+    with scripted_server(small_context) as server:
+        _run(tmp_path, server, _config(feedback=("none",), rounds=3, games=1))
+        n = len(server.requests)
+        _run(tmp_path, server, _config(feedback=("none",), rounds=3, games=1))
+        assert len(server.requests) == n
+    with ResultsStore(tmp_path / "m.db") as store:
+        got = {(r.setting, r.round): r.error for r in stored_games(store, "neg")}
+    assert got[("shared", 1)] is None and str(got[("none", 2)]).startswith("context full: ")
+    assert ("none", 3) not in got
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["settings"]["none"][1]["context_full"] == 1 and summary["settings"]["none"][1]["games"] == 0
+
+
+def test_deals_below_cost_are_counted() -> None:
+    from mendlab.negotiation.play import Line
+    from mendlab.negotiation.rounds import GameRecord
+
+    def game(stream: int, price: float | None) -> GameRecord:
+        lines = (Line("seller", "x", price), Line("buyer", "y", price))
+        return GameRecord("shared", stream, 1, price is not None, price, lines, (), (), ())
+
+    (row,) = round_stats([game(0, 7.0), game(1, 12.0), game(2, None), game(3, 8.0)], "none", cost=8.0)
+    assert row.below_cost == 1 and row.deal_rate.successes == 3 and row.price.n == 3

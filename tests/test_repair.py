@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from mendlab.errors import InputError
 from mendlab.repair.tasks import load_humaneval, load_task_file
@@ -52,7 +53,8 @@ def test_check_command_on_humaneval_samples(tmp_path: Path) -> None:
         fh.write(json.dumps({"task_id": tasks[1].id, "completion": "    import os\n    os._exit(0)\n"}) + "\n")
     r = subprocess.run([MENDLAB, "check", str(samples)], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert r.returncode == 0, r.stderr
-    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    rows = sorted((json.loads(line) for line in r.stdout.splitlines()), key=lambda row: row["sample"])  # as judged
+    assert [row["sample"] for row in rows] == [1, 2, 3, 4, 5, 6]
     assert [row["passed"] for row in rows] == [True, True, True, True, False, False]
     assert rows[4]["result"]["status"] == "wrong_answer" and rows[5]["result"]["status"] == "runtime_error"
     assert "sandbox:" in r.stderr
@@ -62,7 +64,7 @@ def test_check_command_on_humaneval_samples(tmp_path: Path) -> None:
     assert r.returncode == 2 and "bad.jsonl:1: unknown task_id 'HumanEval/999'" in r.stderr
 
 
-def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
+def test_repair_run_trees_report_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     human = tmp_path / "human.jsonl"
     human.write_text(
         json.dumps({"task_id": "double", "program": 0, "feedback": "Multiply the argument by two and return it."})
@@ -131,10 +133,21 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path) -> None:
     r = subprocess.run(changed, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), timeout=900)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "tree.n_p 2 → 3" in " ".join(r.stderr.split()) and "--new-run" in r.stderr
-    # Trees judged without a sandbox are not trees judged in one: another run, not a resume.
-    r = subprocess.run([*cmd, "--unsafe-no-sandbox"], cwd=tmp_path, capture_output=True, text=True, env=cli_env(),
-                       timeout=900)  # fmt: skip
-    assert r.returncode == 2 and "isolation bwrap → unsafe" in " ".join(r.stderr.split()), r.stderr
+    # Trees judged without a sandbox are not trees judged in one: another run, not a resume (refused
+    # before any model loads). Without bubblewrap, --unsafe-no-sandbox runs unsandboxed:
+    from mendlab.repair import sandbox as sandbox_module
+    from mendlab.repair.runner import RepairRun, Setup, run_repair
+    from mendlab.repair.trees import TreeConfig
+    from mendlab.store.results import RunMismatch
+
+    real_which = sandbox_module.shutil.which
+    run = RepairRun(str(DATA / "tasks.jsonl"), None, (Setup("smollm2-135m", "smollm2-135m", "smollm2-135m"),),
+                    TreeConfig(n_p=2, n_f=1, n_r=1, temperature=0.8, max_tokens=48, seed=0), reps=100,
+                    out=tmp_path / "rep", allow_unsafe=True)  # fmt: skip
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
+    with pytest.raises(RunMismatch, match="isolation bwrap → unsafe"):
+        run_repair(tmp_path / "mendlab.db", None, run, Console(width=200))
+    monkeypatch.undo()
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen
         assert con.execute("SELECT COUNT(*) FROM repair_trees").fetchone()[0] == 6

@@ -52,3 +52,13 @@ def test_paired_rate_difference_interval_covers_and_never_collapses() -> None:
         est = paired_rate_diff_ci(list(zip(before.tolist(), after.tolist(), strict=True)))
         covered += est.low <= truth <= est.high
     assert 0.93 <= covered / sims <= 0.99
+
+
+def test_paired_rate_difference_matches_a_published_value() -> None:
+    """contingencytables (Fagerland, Lydersen & Laake) checks Newcombe's hybrid score interval on the
+    paired table [[59, 6], [16, 80]]: -0.0621 [-0.1186, -0.0046]; rows are the 'after' outcome."""
+    from mendlab.stats import paired_rate_diff_ci
+
+    pairs = [(True, True)] * 59 + [(False, True)] * 6 + [(True, False)] * 16 + [(False, False)] * 80
+    est = paired_rate_diff_ci(pairs)
+    assert round(est.value, 4) == -0.0621 and round(est.low, 4) == -0.1186 and round(est.high, 4) == -0.0046

@@ -52,15 +52,23 @@ class Game:
         return self.seller if role == "seller" else self.buyer
 
 
+def _money(value: float) -> str:
+    """8 as "8", 7.5 as "7.50": how a price is written in a prompt."""
+    return f"{value:.0f}" if value == int(value) else f"{value:.2f}"
+
+
 def _template(doc: LocatedYaml, obj: dict[str, Any], path: tuple[Any, ...], key: str, fields: set[str]) -> str:
     """A prompt with {placeholders}: only the ones named may appear, so a typo fails here, not mid-run."""
     import string
 
     text = str(doc.get(obj, path, key, str))
     try:
-        used = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
     except ValueError as exc:
         raise doc.fail((*path, key), f"bad placeholder: {exc}") from None
+    if any(spec or conv for _, spec, conv in parts):
+        raise doc.fail((*path, key), "placeholders take no format ({cost}, not {cost:.2f})")
+    used = {name for name, _, _ in parts}
     unknown = used - fields
     if unknown:
         raise doc.fail(
@@ -83,7 +91,7 @@ def parse_game(text: str, where: str) -> Game:
         d = doc.get(root, (), role, dict)
         doc.known(d, (role,), {"system", "opening", "start"})
         players[role] = Player(  # the cost is said once, in `cost`, and written into the prompts from there
-            system=_template(doc, d, (role,), "system", {"item", "cost"}).format(item=item, cost=f"{cost:g}"),
+            system=_template(doc, d, (role,), "system", {"item", "cost"}).format(item=item, cost=_money(cost)),
             opening=doc.get(d, (role,), "opening", str),
             start=doc.get(d, (role,), "start", str, required=False) or "",
         )

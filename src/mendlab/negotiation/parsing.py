@@ -18,21 +18,32 @@ _WORD = (
 )  # fmt: skip
 _DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:\.\d{1,2})?"
 _CURRENCY = r"(?:dollars?|bucks?|usd)\b"
-_OFFER = (r"(?:offer|pay|how about|make it|counter(?: with)?|go (?:up |down )?to|settle (?:for|at)|sell (?:it )?for"
-          r"|buy (?:it )?for|take it for|accept|give you)")  # fmt: skip
-_NOT_MONEY = (r"\s*(?:am|pm|a\.m|p\.m|%|percent|minutes?|mins?|hours?|days?|weeks?|o'clock|items?|balloons?|pieces?"
-              r"|times|years?|people)\b")  # fmt: skip
+_OFFER = (r"(?:offer|pay|how about|make it|counter(?: with)?|go (?:up |down )?to|settle (?:for|at|on)|sell (?:it )?for"
+          r"|buy (?:it )?for|take it for|accept|give you|deal at|sold (?:it )?(?:for|at)|agreed (?:on|at)"
+          r"|(?:can|could) (?:you |i )?do)")  # fmt: skip
+_NOT_MONEY = (r"\s*(?:am|pm|a\.m|p\.m|%|percent|cents?|minutes?|mins?|hours?|days?|weeks?|o'clock|items?|balloons?"
+              r"|pieces?|times|years?|people|things?)\b")  # fmt: skip
 PRICE_RE = re.compile(
-    rf"\$\s?(?P<a>{_DIGITS})(?![\d.]*\d)(?:\s?-\s?\$?(?P<a2>{_DIGITS})\b)?"  # $15, $ 15, $15.50, $1,000, $12-15
+    rf"\$\s?(?P<a>{_DIGITS})(?![\d.]*\d)"  # $15, $ 15, $15.50, $1,000
     rf"|\b(?P<t>{_DIGITS})\s?\$"  # 15$
     rf"|\b(?P<b>{_DIGITS})\s?{_CURRENCY}"  # 15 dollars, 15.5 bucks, 15USD
     rf"|\busd\s?(?P<c>{_DIGITS})"  # USD 15
     rf"|\b(?P<w>{_WORD})\s{_CURRENCY}"  # fifteen dollars, twenty-five bucks
-    rf"|\b{_OFFER}\s+(?P<o>{_DIGITS})\b(?!{_NOT_MONEY})(?!\.\d)",  # "I offer 15", "how about 12?"
+    rf"|\b{_OFFER}\s+(?P<o>{_DIGITS})\b(?!{_NOT_MONEY})(?!\.\d)"  # "I offer 15", "how about 12?", "deal at 12"
+    rf"|\b(?P<i>{_DIGITS})\s+it is\b",  # "12 it is"
     re.IGNORECASE,
 )
 # "$5 off", "2 dollars less": an amount taken off or added, not a price
 _CHANGE = re.compile(r"\s*(?:off|less|more|cheaper|lower|higher|discount|down|extra)\b", re.IGNORECASE)
+# "not $20", "instead of $20", "down from $16", "(cost $8)": an amount said only to be turned down or compared
+_REFERENCE = re.compile(
+    r"(?:\bnot|\binstead of|\brather than|\bfrom|\bthan|\bcosts?|\bcost me|\bpaid|\bwas|\bwere)"
+    r"\s*(?:even |only |just |at |for |me )?$",
+    re.IGNORECASE,
+)
+_RANGE = re.compile(rf"\s?-\s?\$?({_DIGITS})\b(?!{_NOT_MONEY})(?!\s*=)", re.IGNORECASE)
+_ARITHMETIC = re.compile(r"\s*(?:[-+*/x×]\s*\$?\s?\d[\d.,]*\s*)?=", re.IGNORECASE)
+_CENTS = re.compile(r"\s*(?:and\s+)?(\d{1,2})\s*cents?\b", re.IGNORECASE)
 
 
 def _words_to_int(text: str) -> int:
@@ -43,21 +54,35 @@ def _words_to_int(text: str) -> int:
 
 
 def prices(text: str) -> list[float]:
-    """Every dollar amount in `text`, in order: "$15.50" 15.5, "15 dollars" 15.0, "fifteen bucks" 15.0,
-    "15$", "I offer 15". A bare number elsewhere ("at 5 pm", "3 balloons") is not a price, nor is an
-    amount taken off or added ("$5 off", "2 dollars less")."""
-    found = []
+    """Every dollar amount offered in `text`, in order: "$15.50" 15.5, "15 dollars" 15.0, "fifteen bucks"
+    15.0, "15$", "I offer 15", "13 dollars and 50 cents" 13.5, "$12-15" both ends. Not prices: a bare
+    number elsewhere ("at 5 pm", "3 balloons"), an amount taken off or added ("$5 off", "2 dollars less"),
+    one said to be turned down or compared ("not $20", "instead of $20", "down from $16", "cost $8")."""
+    found: list[float] = []
+    consumed = 0  # the end of a range already read: its upper end is not read again
     for m in PRICE_RE.finditer(text):
-        if _CHANGE.match(text, m.end()):
+        if m.start() < consumed or _REFERENCE.search(text[max(0, m.start() - 24) : m.start()]):
+            continue
+        if _ARITHMETIC.match(text, m.end()) or re.search(r"=\s*-?\s*$", text[: m.start()]):
+            continue  # "$8 - $40 = -$22": working out, not an offer
+        rng = _RANGE.match(text, m.end()) if m.group("a") else None
+        if rng:
+            consumed = rng.end()
+        if _CHANGE.match(text, rng.end() if rng else m.end()):
+            if rng:  # "$15-$3 off": the 15 stands
+                found.append(float(m.group("a").replace(",", "")))
             continue
         if m.group("w"):
             found.append(float(_words_to_int(m.group("w"))))
             continue
-        found.append(
-            float((m.group("a") or m.group("t") or m.group("b") or m.group("c") or m.group("o")).replace(",", ""))
-        )
-        if m.group("a2"):  # a range: its upper end comes last
-            found.append(float(m.group("a2").replace(",", "")))
+        digits = next(g for g in (m.group(k) for k in ("a", "t", "b", "c", "o", "i")) if g)
+        value = float(digits.replace(",", ""))
+        cents = _CENTS.match(text, m.end()) if m.group("b") else None
+        if cents:
+            value += int(cents.group(1)) / 100
+        found.append(value)
+        if rng and float(rng.group(1).replace(",", "")) > value:  # a range: its upper end comes last
+            found.append(float(rng.group(1).replace(",", "")))
     return found
 
 
@@ -79,23 +104,35 @@ def redact_prices(text: str) -> tuple[str, int]:
         mark = _LIST_MARK.match(line)
         head, body = (line[: mark.end()], line[mark.end() :]) if mark else ("", line)
         money = PRICE_RE.subn("[a price]", body)
-        rest = _ANY_NUMBER.subn("[a price]", money[0])
+        kept = 0
+
+        def hide(m: re.Match[str]) -> str:
+            nonlocal kept
+            if m.group(0).lower() == "one":  # "one offer at a time" is not a price
+                kept += 1
+                return m.group(0)
+            return "[a price]"
+
+        rest = _ANY_NUMBER.subn(hide, money[0])
         out.append(head + rest[0])
-        count += money[1] + rest[1]
+        count += money[1] + rest[1] - kept
     return "".join(out), count
 
 
+_CLAUSE = r"(?:(?!\bbut\b|\bthough\b|\bhowever\b)[^.?!,;])*"  # within one clause: "didn't budge, but agreed"
 _NEG_DEAL = re.compile(
     r"\b(?:not?|never|haven't|hasn't|hadn't|didn't|don't|doesn't|isn't|wasn't|weren't|aren't|won't|can't|cannot"
-    r"|without|yet to|failed to|almost|nearly|unable)\b[^.?!]*\b(?:deal|agreement|agree|agreed|price|sold|bought)\b"
-    r"|\bno\s+(?:deal|agreement)\b",
+    r"|without|yet to|failed to|almost|nearly|unable)\b" + _CLAUSE
+    + r"\b(?:deal|agreement|agree|agreed|price|sold|bought)\b|\bno\s+(?:deal|agreement)\b",
     re.IGNORECASE,
-)
+)  # fmt: skip
 _POS_DEAL = re.compile(
-    r"\b(?:reached|achieved|made|struck|closed|agreed(?: on| to)?|settled|accepted)\b[^.?!]*"
-    r"\b(?:deal|agreement|price)\b",
+    r"\b(?:reached|achieved|made|struck|closed|agreed(?: on| to| at)?|settled(?: on| at)?|accepted)\b" + _CLAUSE
+    + r"(?:\b(?:deal|agreement|price)\b|\$\s?\d)"
+    r"|\bdeal (?:was |is |has been )?(?:made|reached|done|struck|closed)\b|\b(?:have|has|got) a deal\b"
+    r"|\bit'?s a deal\b",
     re.IGNORECASE,
-)
+)  # fmt: skip
 
 
 def yes_no(text: str) -> bool | None:
@@ -112,7 +149,12 @@ def yes_no(text: str) -> bool | None:
         other = "no" if first == "yes" else "yes"
         if other not in words:
             return bool(first == "yes")
-    if _NEG_DEAL.search(clean):  # "they have not reached a deal": the negation wins
+    for clause in re.split(r"[,;]|\bbut\b|\bthough\b|\bhowever\b", clean)[::-1]:  # the last clause decides
+        if _NEG_DEAL.search(clause):  # "they have not reached a deal": the negation wins
+            return False
+        if _POS_DEAL.search(clause):
+            return True
+    if _NEG_DEAL.search(clean):
         return False
     if _POS_DEAL.search(clean):
         return True

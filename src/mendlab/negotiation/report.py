@@ -4,9 +4,10 @@ every transcript, and `summary.json`.
 
 Prices are averaged over the games that made a deal (no deal is never a price). Changes from round 1
 are paired: a stream's round-r game against the same stream's round-1 game (round 1 is shared by every
-setting), over the streams where both have what is compared (a deal in both, for the price). Intervals
-are percentile bootstraps over games (over streams for the changes); rates are widened to at least
-Wilson's interval.
+setting), over the streams where both have what is compared (a deal in both, for the price). Intervals:
+deal rates a bootstrap widened to at least Wilson's; mean prices and paired price changes Student's t
+(none from a single value); paired deal-rate changes Newcombe's hybrid score interval. A stream that
+ended early (an error, a full context) is missing from its later rounds: `games` says how many count.
 """
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ from mendlab.store import ResultsStore
 FeedbackKind = Literal["ai", "human", "constant", "none"]
 FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("ai", "human", "constant", "none")
 SHARED = "shared"  # the setting name of round 1, played once per stream for every setting
-CONTEXT_FULL = "context full: "  # a game that cannot fit the learner's context; replaying it cannot help
+CONTEXT_FULL = "context full: "  # a prompt of the game did not fit its model's context; replaying cannot help
 # Bump when what a stored game means changes (the moderator's window or budget, how lines are cut):
 # a run made under another protocol is then another run, not one resumed and mixed.
-PROTOCOL = 1
+PROTOCOL = 2  # 2: prices turned down or compared ("not $20") are not offers
 
 
 @dataclass(frozen=True)
@@ -226,8 +226,9 @@ class NegotiationRun:
             try:
                 text, note = feedback.after(setting, record, given)
             except MendlabError as exc:
+                full = CONTEXT_FULL if isinstance(exc, ContextOverflow) else ""  # final: it would fail again
                 failed = GameRecord(setting, stream, r + 1, False, None, (), (), given, record.messages, "",
-                                    f"the critic failed: {exc}")  # fmt: skip
+                                    f"{full}the critic failed: {exc}")  # fmt: skip
                 _save(self.store, self.run_id, failed)
                 out.append(failed)
                 on_game(failed, True)

@@ -413,10 +413,14 @@ def _kill_user(uid: int) -> None:
             if not entry.isdigit():
                 continue
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    os.kill(int(entry), signal.SIGKILL)
-                    left += 1
-            except OSError:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                with open(f"/proc/{entry}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue  # dead already: its parent's to reap
+                os.kill(int(entry), signal.SIGKILL)
+                left += 1
+            except (OSError, IndexError):
                 continue
         if not left:
             return
