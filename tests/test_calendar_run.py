@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from mendlab.dialogs.experiments import harvest_mistakes, play_dialog, replay_history, run_replay
-from mendlab.dialogs.feedback import LLMCritic
+from mendlab.dialogs.feedback import LLMCritic, named_errors
 from mendlab.dialogs.scenario import load_scenario
 from mendlab.models import ChatModel, Message, SamplingParams
 from tests.conftest import MENDLAB, cli_env
@@ -33,7 +33,7 @@ def test_qwen_greedy_dialog_fixes_the_year_when_told(qwen: ChatModel) -> None:
     for g in res.grades:
         if g.attempt > 0:
             before = res.grades[g.turn - 2]
-            assert before.errors and g.pointed == before.errors and g.attempt == 1
+            assert before.errors and g.pointed == named_errors(before.errors, "explicit") and g.attempt == 1
 
 
 def test_replay_puts_the_mistake_in_the_models_mouth(smollm: ChatModel) -> None:
@@ -46,7 +46,7 @@ def test_replay_puts_the_mistake_in_the_models_mouth(smollm: ChatModel) -> None:
     wrong = convo[-3]
     assert wrong.role == "assistant" and wrong.origin == "scenario" and wrong.content == bank[0].reply
     assert convo[-2].content == 'Write the time in 24h format: time="20:00".'
-    assert out[0].grades[0].attempt == 1 and out[0].grades[0].pointed == bank[0].errors
+    assert out[0].grades[0].attempt == 1 and out[0].grades[0].pointed == named_errors(bank[0].errors, "explicit")
 
 
 def test_llm_critic_writes_one_sentence(smollm: ChatModel) -> None:
