@@ -143,10 +143,11 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path, monkeypatch: pytest.
     real_which = sandbox_module.shutil.which
     run = RepairRun(str(DATA / "tasks.jsonl"), None, (Setup("smollm2-135m", "smollm2-135m", "smollm2-135m"),),
                     TreeConfig(n_p=2, n_f=1, n_r=1, temperature=0.8, max_tokens=48, seed=0), reps=100,
-                    out=tmp_path / "rep", allow_unsafe=True)  # fmt: skip
+                    out=tmp_path / "rep", human_feedback=human, allow_unsafe=True)  # fmt: skip
     monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
-    with pytest.raises(RunMismatch, match="isolation bwrap → unsafe"):
+    with pytest.raises(RunMismatch, match='isolation "bwrap" → "unsafe"') as refused:
         run_repair(tmp_path / "mendlab.db", None, run, Console(width=200))
+    assert "human_feedback" not in str(refused.value)  # the isolation, and nothing else, differs
     monkeypatch.undo()
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen
