@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -160,7 +161,9 @@ def _inject(data, pid=1, fd=1):
     libc.ptrace(17, pid, None, None)
     os.close(mem)
 """
-PLANT = INJECT + r"""
+PLANT = (
+    INJECT
+    + r"""
 import json
 lines = [{"ok": {"i": "5"}}, {"clean": True}, {"loaded": True}, {"ok": {"i": "5"}}, {"ok": {"i": "6"}},
          {"ok": {"i": "77"}}, {"clean": True}]
@@ -171,6 +174,7 @@ except OSError:
 def add(a, b):
     return a + b
 """
+)
 WRONG = "def add(a, b):\n    return 0\n"
 
 # Finds an earlier program's source in the memory it inherited, and runs that.
@@ -210,17 +214,24 @@ def test_a_program_cannot_copy_an_earlier_programs_answer_from_memory() -> None:
 
 
 FIND = r"""
-import json, os, sys
+import json, os, sys, time
 targets = json.loads(sys.stdin.read())
 found = [p for p in targets if os.path.exists(p)]
+print(json.dumps(found), flush=True)  # the first line: the paths it was told of
+def listable(path):
+    try:
+        return bool(os.listdir(path))
+    except OSError:
+        return False
+deadline = time.monotonic() + 15  # a big host tree must not turn the search into a timeout
 for root, dirs, files in os.walk('/'):
-    if root in ('/proc', '/sys', '/dev'):
+    if root in ('/proc', '/sys', '/dev') or time.monotonic() > deadline:
         dirs[:] = []
         continue
     for name in files + dirs:
         low = name.lower()
         if ('humaneval' in low or 'human_eval' in low or low.endswith(('.db', '.jsonl', '.jsonl.gz', '.toml'))
-                or 'mendlab' in low or name in ('site-packages', 'dist-packages') and os.listdir(os.path.join(root, name))):
+                or 'mendlab' in low or name in ('site-packages', 'dist-packages') and listable(os.path.join(root, name))):
             found.append(os.path.join(root, name))
 print(json.dumps(sorted(found)))
 """
@@ -235,7 +246,8 @@ def test_the_program_cannot_read_the_benchmark_the_store_or_our_files(sandbox: S
     targets = [str(humaneval_path()), str(db), str(tasks), os.getcwd(), str(Path(__file__).parent), sys.prefix]
     run = sandbox.execute(FIND, json.dumps(targets), timeout=30)
     assert run.exit_code == 0, run.stderr
-    assert json.loads(run.stdout) == []
+    told, searched = (json.loads(line) for line in run.stdout.splitlines())
+    assert told == [] and searched == []
     assert sandbox.run(ADD, GOOD).passed  # and the standard library it needs is all there
 
 
@@ -244,9 +256,21 @@ def test_without_a_sandbox_the_same_search_finds_the_data(tmp_path: Path) -> Non
     with Sandbox(FAST, isolation="unsafe") as unsafe:
         assert unsafe.isolation.level == "unsafe" and unsafe.isolation.detail.startswith("UNSAFE")
         run = unsafe.execute(FIND, json.dumps([str(humaneval_path())]), timeout=30)
-    if os.geteuid() == 0 and not os.access(humaneval_path(), os.R_OK, effective_ids=False):
-        pytest.skip("the data file is not readable by other users here")
-    assert str(humaneval_path()) in json.loads(run.stdout)
+    assert run.exit_code == 0, run.stderr
+    if not _readable_by_anyone(humaneval_path()):
+        pytest.skip(f"{humaneval_path()} is not readable by other users here (the unsafe worker's own uid)")
+    told, searched = (json.loads(line) for line in run.stdout.splitlines())
+    assert told == [str(humaneval_path())]  # the path the sandboxed program could not see
+    assert searched  # and the walk finds files of ours unaided
+
+
+def _readable_by_anyone(path: Path) -> bool:
+    """Whether a process of another uid can read ``path`` (root's own access check always says yes)."""
+    if os.geteuid() != 0:
+        return os.access(path, os.R_OK)
+    if not path.stat().st_mode & stat.S_IROTH:
+        return False
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
 
 
 BOMB = "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n"
@@ -265,7 +289,9 @@ def test_a_fork_bomb_does_not_jam_the_next_programs() -> None:
                 assert verdict.passed, verdict
         assert sb.run(ADD, LINGER + GOOD).passed
         time.sleep(0.2)
-        assert len(sandbox_processes(sb.token)) == 2 * len(sb._live)  # a zygote and its template per worker: every program is gone
+        assert len(sandbox_processes(sb.token)) == 2 * len(
+            sb._live
+        )  # a zygote and its template per worker: every program is gone
 
 
 def test_a_spawn_that_fails_is_retried_then_that_samples_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,7 +316,9 @@ def test_a_large_input_is_fed_while_the_output_is_drained(sandbox: Sandbox) -> N
     big = "".join(f"{i} {i * i}\n" for i in range(60_000))  # ~800 KB, far past a pipe's 64 KB
     task = Task("echo", "", None, io=((big, big), ("x\n", "x\n")))
     got: list[Verdict] = []
-    worker = threading.Thread(target=lambda: got.append(sandbox.run(task, "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n")))
+    worker = threading.Thread(
+        target=lambda: got.append(sandbox.run(task, "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n"))
+    )
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), "deadlocked on a large input"
@@ -323,7 +351,11 @@ def test_check_refuses_without_bubblewrap_and_says_which_isolation(tmp_path: Pat
     assert r.returncode == 2 and r.stdout == ""
     assert "apt-get install bubblewrap" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run(
-        [MENDLAB, "check", str(samples), "--unsafe-no-sandbox"], capture_output=True, text=True, env=no_bwrap, timeout=120
+        [MENDLAB, "check", str(samples), "--unsafe-no-sandbox"],
+        capture_output=True,
+        text=True,
+        env=no_bwrap,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert "UNSAFE" in r.stderr
@@ -438,6 +470,7 @@ def test_leftover_processes_and_signals_to_pid_1_cost_no_worker() -> None:
 
 def test_check_output_made_against_other_tests_is_refused(tmp_path: Path) -> None:
     """Same task ids, same completions, other tests: the verdicts in the output file are not these."""
+
     def tasks(expected: int) -> str:
         row = {"task_id": "t1", "prompt": "def f(x): ...", "entry_point": "f",
                "tests": [{"args": [1], "expected": expected}]}  # fmt: skip
