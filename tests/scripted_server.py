@@ -20,6 +20,11 @@ class ScriptedServer:
         self.policy = policy
         self.requests: list[list[dict[str, str]]] = []
         self.fail_after: int | None = None  # answer HTTP 500 to every request after this many
+        self.bodies: list[dict[str, Any]] = []  # every request body as sent (seeds, stops, ...)
+        self.in_flight = 0  # requests being answered now, and the most there ever were at once
+        self.peak_in_flight = 0
+        self.connections = 0  # TCP connections accepted (keep-alive: a pooled client reuses its own)
+        self.open_connections = 0
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -32,8 +37,21 @@ class ScriptedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as vLLM: every answer has a Content-Length
+
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
+                    server.open_connections += 1
+
+            def finish(self) -> None:
+                with server._lock:
+                    server.open_connections -= 1
+                super().finish()
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
@@ -54,11 +72,17 @@ class ScriptedServer:
                         self._send(500, {"error": {"message": "scripted failure"}})
                         return
                     server.requests.append(messages)
+                    server.bodies.append(body)
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
                 try:
                     text = server.policy(messages)
                 except Exception as exc:  # a policy that does not know the request: fail it at once
                     self._send(400, {"error": {"message": f"scripted policy: {exc}"}})
                     return
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
                 for stop in body.get("stop") or []:
                     if stop and stop in text:
                         text = text[: text.index(stop)]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from mendlab.errors import BackendError
 from mendlab.models import Completion, Message, SamplingParams, StreamDelta, chat_many, model_path
 from mendlab.models.endpoint import OpenAIModel
+from tests.scripted_server import scripted_server
 
 
 def _free_port() -> int:
@@ -114,3 +116,99 @@ def test_server_down_is_one_clear_error() -> None:
     assert time.monotonic() - start < 20
     with pytest.raises(BackendError, match=r"\$MENDLAB_TEST_NO_SUCH_KEY"):
         OpenAIModel("keyed", "http://127.0.0.1:1/v1", "x", api_key_env="MENDLAB_TEST_NO_SUCH_KEY")
+
+
+# ---- many threads, one client: against the scripted server, which counts what reaches it ------------
+
+
+def _echo(delay_s: float) -> Callable[[list[dict[str, str]]], str]:
+    def policy(messages: list[dict[str, str]]) -> str:
+        content = messages[-1]["content"]
+        time.sleep(delay_s)
+        if "boom" in content:
+            raise ValueError("this prompt fails")
+        return f"echo: {content}"
+
+    return policy
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_many_threads_share_one_client_and_the_concurrency_bound() -> None:
+    with scripted_server(_echo(0.05)) as server:
+        model = OpenAIModel("scripted", server.url, "scripted", concurrency=4, timeout_s=10, max_retries=0)
+        answers: dict[int, list[Completion]] = {}
+
+        def ask(i: int) -> None:
+            answers[i] = model.chat([Message("user", f"thread {i}")], SamplingParams(max_tokens=4, seed=i))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert {i: [c.text for c in a] for i, a in answers.items()} == {i: [f"echo: thread {i}"] for i in range(24)}
+        # The bound holds across threads (each call used to bring its own semaphore), and it is used.
+        assert 2 <= server.peak_in_flight <= 4
+        # One pooled client: at most `concurrency` connections for 24 calls (a client per call: 24).
+        assert server.connections <= 4
+        model.close()
+        assert _wait_for(lambda: server.open_connections == 0), "close() left connections open"
+
+
+def test_the_samples_of_one_call_go_out_together_with_their_own_seeds() -> None:
+    with scripted_server(_echo(0.2)) as server:
+        model = OpenAIModel("scripted", server.url, "scripted", concurrency=4, timeout_s=10, max_retries=0)
+        try:
+            out = model.chat([Message("user", "hi")], SamplingParams(n=4, max_tokens=4, temperature=0.7, seed=10))
+        finally:
+            model.close()
+    assert [c.sample_index for c in out] == [0, 1, 2, 3] and {c.text for c in out} == {"echo: hi"}
+    assert sorted(b["seed"] for b in server.bodies) == [10, 11, 12, 13]
+    assert server.peak_in_flight == 4
+
+
+@pytest.mark.parametrize("concurrency", [8, 2])
+def test_a_failing_request_cancels_and_loses_none_of_the_others(concurrency: int) -> None:
+    """8: the failure comes while the others are in flight; 2: while most still wait for a slot."""
+    prompts = ["one", "two", "boom", "four", "five", "six"]
+    jobs = [
+        ([Message("user", p)], SamplingParams(n=2, max_tokens=4, temperature=0.5, seed=i))
+        for i, p in enumerate(prompts)
+    ]
+    delivered: dict[int, list[str]] = {}
+    callers: set[str] = set()
+
+    def on_result(i: int, samples: list[Completion]) -> None:
+        callers.add(threading.current_thread().name)
+        delivered[i] = [c.text for c in samples]
+
+    with scripted_server(_echo(0.1)) as server:
+        model = OpenAIModel("scripted", server.url, "scripted", concurrency=concurrency, timeout_s=10, max_retries=0)
+        try:
+            with pytest.raises(BackendError, match=r"HTTP 400.*this prompt fails"):
+                model.chat_many(jobs, on_result)
+        finally:
+            model.close()
+    assert delivered == {i: [f"echo: {p}"] * 2 for i, p in enumerate(prompts) if p != "boom"}
+    assert callers == {threading.current_thread().name}  # a caller's store need not be thread-safe
+
+
+def test_an_unreachable_server_stops_what_is_queued() -> None:
+    model = OpenAIModel(
+        "nowhere", f"http://127.0.0.1:{_free_port()}/v1", "x", concurrency=2, timeout_s=2, max_retries=1
+    )
+    jobs = [([Message("user", f"job {i}")], SamplingParams(max_tokens=4)) for i in range(30)]
+    start = time.monotonic()
+    with pytest.raises(BackendError, match="cannot reach"):
+        model.chat_many(jobs)
+    # Every queued job retrying against a dead port would take 15 rounds of backoff.
+    assert time.monotonic() - start < 5
+    model.close()
