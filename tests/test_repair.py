@@ -99,7 +99,12 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path, monkeypatch: pytest.
     for name in ("repair.md", "repair.html", "repair_1_pass_vs_tokens.png", "repair_1_heatmap.png"):
         assert (tmp_path / "rep" / name).is_file()
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
-        trees = {k: json.loads(t) for k, t in con.execute("SELECT run_id || '/' || task_id, tree FROM repair_trees")}
+        trees = {
+            f"{run}:{model}/{sample}": json.loads(data)
+            for run, model, sample, data in con.execute(
+                "SELECT run_id, model, sample_id, data FROM samples WHERE task = 'repair' AND status = 'ok'"
+            )
+        }
         n_gen = con.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
     assert len(trees) == 6  # 3 setups x 2 tasks
     for key, tree in trees.items():
@@ -151,7 +156,7 @@ def test_repair_run_trees_report_and_resume(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.undo()
     with sqlite3.connect(tmp_path / "mendlab.db") as con:
         assert con.execute("SELECT COUNT(*) FROM generations").fetchone()[0] == n_gen
-        assert con.execute("SELECT COUNT(*) FROM repair_trees").fetchone()[0] == 6
+        assert con.execute("SELECT COUNT(*) FROM samples WHERE task = 'repair'").fetchone()[0] == 6
 
 
 def test_sanitize_drops_demo_code_and_a_cut_off_tail() -> None:

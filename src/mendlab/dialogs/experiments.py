@@ -66,6 +66,10 @@ class DialogResult:
         return ":".join(parts)
 
     def save(self, store: ResultsStore, run_id: str, scenario_ref: str | None = None) -> None:
+        store.save_conversation(self.conversation(run_id, scenario_ref))
+
+    def conversation(self, run_id: str, scenario_ref: str | None = None) -> Conversation:
+        """The transcript as stored, with its grades and where it came from in `meta`."""
         meta = {
             "run": run_id,
             "experiment": self.experiment,
@@ -76,9 +80,7 @@ class DialogResult:
             "grades": [g.to_json(0) | {"recurring": list(g.recurring)} for g in self.grades],
             **self.extra,
         }
-        store.save_conversation(
-            Conversation(messages=self.messages, id=self.conversation_id(run_id), model=self.model, meta=meta)
-        )
+        return Conversation(messages=self.messages, id=self.conversation_id(run_id), model=self.model, meta=meta)
 
 
 def _opening(scenario: Scenario) -> list[Message]:
@@ -232,39 +234,44 @@ def run_replay(
     rung: Rung,
     attempts: int = 3,
 ) -> list[DialogResult]:
-    """Each mistake's `attempts` samples share a seed of their own (seed + i for attempt i)."""
+    return [r for m in mistakes for r in replay_mistake(model, scenario, m, params, rung, attempts)]
+
+
+def replay_mistake(
+    model: ChatModel, scenario: Scenario, m: Mistake, params: SamplingParams, rung: Rung, attempts: int = 3
+) -> list[DialogResult]:
+    """The mistake's `attempts` samples share a seed of their own (seed + i for attempt i)."""
+    history = replay_history(scenario, m.step)
+    want = scenario.expected(m.step)
+    feedback = rule_feedback(m.errors, want, scenario, rung)
+    convo = [
+        *history,
+        Message("assistant", m.reply, origin=m.origin),
+        Message("user", feedback, origin=feedback_origin(rung)),
+    ]
+    seed = derive_seed(params.seed, "replay", rung, m.id)
+    answers = model.chat(convo, replace(params, n=attempts, seed=seed))
     out = []
-    for m in mistakes:
-        history = replay_history(scenario, m.step)
-        want = scenario.expected(m.step)
-        feedback = rule_feedback(m.errors, want, scenario, rung)
-        convo = [
-            *history,
-            Message("assistant", m.reply, origin=m.origin),
-            Message("user", feedback, origin=feedback_origin(rung)),
-        ]
-        seed = derive_seed(params.seed, "replay", rung, m.id)
-        answers = model.chat(convo, replace(params, n=attempts, seed=seed))
-        for i, ans in enumerate(answers):
-            grader = DialogGrader(scenario)
-            for msg in convo:
-                if msg.role == "user":
-                    grader.user(msg.content, msg.origin)
-                elif msg.role == "assistant":
-                    grader.assistant(msg.content)
-            grade = grader.assistant(ans.text)
-            out.append(
-                DialogResult(
-                    "replay",
-                    scenario.name,
-                    model.info.name,
-                    (*convo, Message("assistant", ans.text)),
-                    (grade,),
-                    rung=rung,
-                    rep=i,
-                    extra={"mistake": m.to_json()},
-                )
+    for i, ans in enumerate(answers):
+        grader = DialogGrader(scenario)
+        for msg in convo:
+            if msg.role == "user":
+                grader.user(msg.content, msg.origin)
+            elif msg.role == "assistant":
+                grader.assistant(msg.content)
+        grade = grader.assistant(ans.text)
+        out.append(
+            DialogResult(
+                "replay",
+                scenario.name,
+                model.info.name,
+                (*convo, Message("assistant", ans.text)),
+                (grade,),
+                rung=rung,
+                rep=i,
+                extra={"mistake": m.to_json()},
             )
+        )
     return out
 
 

@@ -19,18 +19,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mendlab.dialogs.experiments import (
-    DialogResult,
-    dialog_params,
-    harvest_mistakes,
-    load_results,
-    play_dialog,
-    run_reliability,
-    run_replay,
-)
+from mendlab.dialogs.experiments import DialogResult, harvest_mistakes, load_results
 from mendlab.dialogs.feedback import RUNGS, LLMCritic, Rung
 from mendlab.dialogs.metrics import dialog_stats
 from mendlab.dialogs.scenario import Scenario, load_scenario
+from mendlab.dialogs.tasks import DialogPlan, dialog_task, reliability_task, replay_task
+from mendlab.engine import Engine, EngineConfig, Task, TaskSummary, engine_concurrency
 from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, ModelSpec, SamplingParams, load_model, load_registry
 from mendlab.progress import progress_bar
@@ -111,19 +105,21 @@ def run_experiments(
     *,
     run_id: str | None,
     new_run: bool = False,
+    retry_errors: bool = False,
     report_dir: Path | None,
     console: Console,
     load: Loader = load_model,
 ) -> tuple[Run, list[DialogResult]]:
-    """Run (or resume) the experiments; `load` turns a model's spec into a model (tests pass a fake)."""
+    """Run (or resume) the experiments on the engine; `load` turns a spec into a model (tests pass a fake).
+    Models are loaded one at a time (memory); each runs its samples within its own budget."""
     if experiment != "all" and experiment not in EXPERIMENTS:
         raise MendlabError(f"unknown experiment {experiment!r} (reliability, dialog, replay or all)")
     scenario = load_scenario(cfg.scenario)
     registry = load_registry(config)
     specs = [registry.get(m) for m in models]  # fail on a bad name before any work
     critic_spec = registry.get(cfg.critic) if cfg.critic else None
-    params = cfg.params
     do = set(EXPERIMENTS) if experiment == "all" else {experiment}
+    summaries: list[TaskSummary] = []
     with ResultsStore(db) as store:
         run = store.ensure_run(run_id or scenario.name, "calendar", cfg.identity(scenario), new_if_changed=new_run)
         if run.id != run.requested:
@@ -133,10 +129,19 @@ def run_experiments(
         elif run.resumed:
             console.print(f"run [bold]{run.id}[/]: resuming (answers already stored are reused)")
         rid = run.id
-        rungs: tuple[str, ...] = ("critic",) if critic_spec is not None else cfg.rungs
-        units = len(specs) * ((1 if "reliability" in do else 0) + (cfg.reps * len(rungs) if "dialog" in do else 0))
+        engine = Engine(store, run)
+        plan = DialogPlan(cfg.rungs, cfg.reps, cfg.max_fixes, cfg.params)
         with progress_bar(console) as progress:
-            task = progress.add_task("calendar", total=max(units, 1))
+            bar = progress.add_task("calendar", total=1)
+
+            def play(task: Task[Any, Any], spec: ModelSpec, model: ChatModel) -> None:
+                progress.update(bar, description=f"{spec.name}: {task.name}")
+                progress.update(bar, total=(progress.tasks[0].total or 0) + len(task.samples))
+                run_cfg = EngineConfig(engine_concurrency(spec), retry_errors)
+                summaries.append(engine.run(task, model, run_cfg, on_done=lambda rec: progress.advance(bar)))
+                progress.update(bar, completed=sum(s.total for s in summaries))
+
+            progress.update(bar, total=0)
             critic_model: ChatModel | None = None
             if critic_spec is not None and "dialog" in do:
                 critic_model = RecordedModel(load(critic_spec), store, f"{rid}:critic")
@@ -144,29 +149,14 @@ def run_experiments(
                 for spec in specs:
                     if not ({"reliability", "dialog"} & do):
                         break
-                    progress.update(task, description=f"loading {spec.name}")
+                    progress.update(bar, description=f"loading {spec.name}")
                     model = RecordedModel(load(spec), store, rid)
                     try:
                         if "reliability" in do:
-                            progress.update(task, description=f"{spec.name}: reliability")
-                            for res in run_reliability(model.scoped("reliability"), scenario, cfg.tries, params):
-                                res.save(store, rid, cfg.scenario)
-                            progress.advance(task)
+                            play(reliability_task(scenario, cfg.scenario, rid, cfg.tries, cfg.params), spec, model)
                         if "dialog" in do:
-                            for r in rungs:
-                                for rep in range(cfg.reps):
-                                    progress.update(task, description=f"{spec.name}: dialog {r} #{rep + 1}")
-                                    res = play_dialog(
-                                        model.scoped(f"dialog:{r}:{rep}"),
-                                        scenario,
-                                        dialog_params(params, r, rep),
-                                        r if r != "critic" else "pointed",  # type: ignore[arg-type]
-                                        cfg.max_fixes,
-                                        critic=LLMCritic(critic_model) if critic_model is not None else None,
-                                        rep=rep,
-                                    )
-                                    res.save(store, rid, cfg.scenario)
-                                    progress.advance(task)
+                            critic = LLMCritic(critic_model) if critic_model is not None else None
+                            play(dialog_task(scenario, cfg.scenario, rid, plan, critic), spec, model)
                     finally:
                         model.close()
             finally:
@@ -175,20 +165,26 @@ def run_experiments(
             if "replay" in do:
                 bank = harvest_mistakes(scenario, load_results(store, rid), per_kind=cfg.per_kind)
                 replay_rungs = cfg.rungs  # a critic run replays with the rules: the critic needs a dialog
-                progress.update(task, total=units + len(specs) * len(replay_rungs))
                 for spec in specs:
                     model = RecordedModel(load(spec), store, rid)
                     try:
-                        for g in replay_rungs:
-                            progress.update(task, description=f"{spec.name}: replay {g}")
-                            for res in run_replay(model.scoped(f"replay:{g}"), scenario, bank, params, g, cfg.attempts):
-                                res.save(store, rid, cfg.scenario)
-                            progress.advance(task)
+                        task = replay_task(scenario, cfg.scenario, rid, bank, replay_rungs, cfg.params, cfg.attempts)
+                        play(task, spec, model)
                     finally:
                         model.close()
-            progress.update(task, description="done")
+            progress.update(bar, description="done")
         results = load_results(store, rid)
+        failed = [e for s in summaries for e in s.errors]
+        stored_errors = [r for r in store.samples(rid) if r.status == "error"]
     _summary(console, results)
+    if stored_errors:
+        first = stored_errors[0]
+        console.print(
+            f"[red]{len(stored_errors)} sample(s) failed[/] ({len(failed)} in this session), e.g. "
+            f"{first.model} {first.task} {first.sample_id}: {first.error}. "
+            "They are left out of the results; rerun with --retry-errors to play them again.",
+            soft_wrap=True,
+        )
     if report_dir is not None:
         for path in write_report(build_report(results, scenario, rid, run.config), report_dir):
             console.print(f"wrote {path}")

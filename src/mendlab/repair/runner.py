@@ -11,14 +11,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mendlab.engine import Engine, EngineConfig, engine_concurrency
 from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, load_model, load_registry
 from mendlab.progress import progress_bar
+from mendlab.repair.experiment import TreeSetup, repair_task
 from mendlab.repair.passk import baseline_grid, bootstrap, interpolate_baseline, repair_grid
 from mendlab.repair.report import Config, write_repair_report
 from mendlab.repair.sandbox import Limits, Sandbox
 from mendlab.repair.tasks import Task, load_tasks, tasks_digest
-from mendlab.repair.trees import TaskTree, TreeConfig, grow_tree, load_human_feedback
+from mendlab.repair.trees import TaskTree, TreeConfig, load_human_feedback
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
 
@@ -32,6 +34,11 @@ class Setup:
     @property
     def label(self) -> str:
         return f"code {self.code} · feedback {self.feedback} · repair {self.repair}"
+
+    @property
+    def key(self) -> str:
+        """Whose samples a setup's trees are, in the engine's store."""
+        return f"{self.code}:{self.feedback}:{self.repair}"
 
     @classmethod
     def parse(cls, text: str) -> Setup:
@@ -56,6 +63,7 @@ class RepairRun:
     mode: str = "batch"
     allow_unsafe: bool = False
     new_run: bool = False  # the run id holds another configuration: start `ID-2` beside it
+    retry_errors: bool = False  # play again the tasks whose tree failed (a sandbox or server error)
     limits: Limits = field(default_factory=Limits)
 
     def identity(self, tasks: list[Task]) -> dict[str, Any]:
@@ -116,32 +124,38 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
         run_id = opened.id
         console.print(f"sandbox: {sandbox.isolation.detail}", soft_wrap=True)
         try:
+            engine = Engine(store, opened)
             for s in setups:
                 key = f"{run_id}:{s.code}:{s.feedback}:{s.repair}"
-                done = store.trees(key)
-                todo = [t for t in tasks if t.id not in done]
+                legacy = store.trees(key)  # trees stored before the engine: done, not grown again
+                task = repair_task(
+                    [t for t in tasks if t.id not in legacy],
+                    TreeSetup(
+                        None if s.feedback in ("joint", "human") else model(s.feedback, store),
+                        model(s.repair, store),
+                        sandbox,
+                        TreeConfig(**{**asdict(cfg), "joint": s.feedback == "joint"}),
+                        human if s.feedback == "human" else None,
+                    ),
+                )
+                names = [s.code, s.repair, *([] if s.feedback in ("joint", "human") else [s.feedback])]
+                budget = min(engine_concurrency(registry.get(n)) for n in names)
+                todo = len(engine.pending(task, s.key, run.retry_errors))
                 with progress_bar(console) as progress:
-                    bar = progress.add_task(s.label, total=len(tasks), completed=len(tasks) - len(todo))
-                    for task in todo:
-                        tree = grow_tree(
-                            task,
-                            model(s.code, store),
-                            None if s.feedback in ("joint", "human") else model(s.feedback, store),
-                            model(s.repair, store),
-                            sandbox,
-                            TreeConfig(**{**asdict(cfg), "joint": s.feedback == "joint"}),
-                            human=human if s.feedback == "human" else None,
-                        )
-                        nodes = [*tree.programs, *(n for rs in tree.repairs for n in rs)]
-                        broken = [n.verdict.message for n in nodes if n.verdict.status == "sandbox_error"]
-                        if broken:  # a verdict the sandbox could not give: not stored, so a rerun retries it
-                            errors.append(f"{s.label} · {task.id}: {broken[0]}")
-                        else:
-                            store.save_tree(key, task.id, tree.to_json())
-                        progress.advance(bar)
+                    bar = progress.add_task(s.label, total=len(tasks), completed=len(tasks) - todo)
+                    engine.run(
+                        task,
+                        model(s.code, store),
+                        EngineConfig(budget, run.retry_errors),
+                        subject=s.key,
+                        on_done=lambda rec, bar=bar: progress.advance(bar),  # type: ignore[misc]
+                    )
+                stored = store.samples(run_id, "repair", s.key)
+                errors.extend(f"{s.label} · {r.sample_id}: {r.error}" for r in stored if r.status == "error")
+                grown = {r.sample_id: dict(r.data) for r in stored if r.status == "ok"}
                 trees = [
                     TaskTree.from_json(d).to_tree()
-                    for d in store.trees(key).values()
+                    for d in {**legacy, **grown}.values()
                     if d["task_id"] in {t.id for t in tasks}
                 ]
                 max_pairs = max((len(p.pairs) for t in trees for p in t.programs), default=0)
@@ -175,7 +189,7 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
             for m in loaded.values():
                 m.close()
     for line in errors:
-        console.print(f"[red]sandbox error, not stored (rerun to retry):[/] {line}", soft_wrap=True)
+        console.print(f"[red]failed, left out of pass@t (--retry-errors plays it again):[/] {line}", soft_wrap=True)
     table = Table(title=f"self-repair on {run.tasks} ({len(tasks)} tasks)", title_justify="left")
     for col in ("configuration", "programs passing", "repairs passing", "best self-repair vs baseline"):
         table.add_column(col)

@@ -7,8 +7,21 @@ from mendlab.store.results import (
     ResultsStore,
     Run,
     RunMismatch,
+    SampleRecord,
     Vote,
+    config_sha256,
     resume_key,
 )
 
-__all__ = ["DEFAULT_DB", "GenerationRecord", "Mark", "ResultsStore", "Run", "RunMismatch", "Vote", "resume_key"]
+__all__ = [
+    "DEFAULT_DB",
+    "GenerationRecord",
+    "Mark",
+    "ResultsStore",
+    "Run",
+    "RunMismatch",
+    "SampleRecord",
+    "Vote",
+    "config_sha256",
+    "resume_key",
+]

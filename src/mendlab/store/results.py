@@ -88,6 +88,24 @@ CREATE TABLE IF NOT EXISTS votes (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS votes_pair ON votes(conversation_left, conversation_right, message_index);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    model TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    error TEXT,
+    score TEXT NOT NULL,
+    data TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    generations INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    config_sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, task, model, sample_id)
+);
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     parent TEXT,
@@ -292,6 +310,46 @@ class GenerationRecord:
         }
 
 
+SAMPLE_STATUSES = ("ok", "error")
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sample of one task for one model, as the engine stored it: its verdict (`score`), what the
+    scorer kept (`data`), or, with status "error", why it failed (`finish_reason` "error"). Cost is
+    the sum over the sample's generations, stored answers included, so a resumed run costs the same."""
+
+    run_id: str
+    task: str
+    model: str
+    sample_id: str
+    status: str  # ok | error
+    error: str | None = None
+    score: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generations: int = 0
+    latency_s: float = 0.0
+    config_sha256: str = ""
+    created: float = field(default_factory=time.time)
+
+    @property
+    def finish_reason(self) -> str:
+        return "error" if self.status == "error" else "stop"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "finish_reason": self.finish_reason}
+
+
+SAMPLE_FIELDS = tuple(f.name for f in fields(SampleRecord))
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """The hash that names a run's configuration (its stored form, so it reads back the same)."""
+    return hashlib.sha256(json.dumps(_normal(config), sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Mark:
     """A mark on an assistant turn: by the grader (with its error types) or by a person."""
@@ -479,24 +537,63 @@ class ResultsStore:
             for r in rows
         ]
 
+    def save_sample(self, rec: SampleRecord, conversations: Sequence[Conversation] = ()) -> None:
+        """A sample's row and its transcripts in one transaction: a kill leaves both or neither, so a
+        sample is never done without its transcripts nor its transcripts counted without the sample."""
+        if rec.status not in SAMPLE_STATUSES:
+            raise ValueError(f"a sample's status is one of {SAMPLE_STATUSES}")
+        cols = list(SAMPLE_FIELDS)
+        values = [getattr(rec, c) for c in cols]
+        values[cols.index("score")] = json.dumps(dict(rec.score), ensure_ascii=False, sort_keys=True)
+        values[cols.index("data")] = json.dumps(dict(rec.data), ensure_ascii=False, sort_keys=True)
+        with self._tx() as db:
+            for conv in conversations:
+                self._put_conversation(db, conv)
+            db.execute(
+                f"INSERT OR REPLACE INTO samples({', '.join(cols)}, finish_reason) "
+                f"VALUES ({', '.join('?' * (len(cols) + 1))})",
+                (*values, rec.finish_reason),
+            )
+
+    def samples(self, run_id: str, task: str | None = None, model: str | None = None) -> list[SampleRecord]:
+        """The stored samples of a run, optionally of one task and one model, in the order they finished."""
+        where, args = ["run_id = ?"], [run_id]
+        for col, value in (("task", task), ("model", model)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        rows = self._read(
+            f"SELECT {', '.join(SAMPLE_FIELDS)} FROM samples WHERE {' AND '.join(where)} ORDER BY created, rowid",
+            tuple(args),
+        )
+        out = []
+        for r in rows:
+            row = dict(zip(SAMPLE_FIELDS, r, strict=True))
+            out.append(SampleRecord(**{**row, "score": json.loads(row["score"]), "data": json.loads(row["data"])}))
+        return out
+
     def save_conversation(self, conv: Conversation) -> None:
         """Insert or update a conversation node (the chat REPL and the arena save as they go)."""
-        data = conv.to_json()
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO conversations(id, parent, fork_turn, model, messages, meta, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET messages = excluded.messages, "
-                "meta = excluded.meta",
-                (
-                    conv.id,
-                    conv.parent,
-                    conv.fork_turn,
-                    conv.model,
-                    json.dumps(data["messages"], ensure_ascii=False),
-                    json.dumps(dict(conv.meta), ensure_ascii=False, sort_keys=True),
-                    time.time(),
-                ),
-            )
+            self._put_conversation(db, conv)
+
+    @staticmethod
+    def _put_conversation(db: sqlite3.Connection, conv: Conversation) -> None:
+        data = conv.to_json()
+        db.execute(
+            "INSERT INTO conversations(id, parent, fork_turn, model, messages, meta, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET messages = excluded.messages, "
+            "meta = excluded.meta",
+            (
+                conv.id,
+                conv.parent,
+                conv.fork_turn,
+                conv.model,
+                json.dumps(data["messages"], ensure_ascii=False),
+                json.dumps(dict(conv.meta), ensure_ascii=False, sort_keys=True),
+                time.time(),
+            ),
+        )
 
     def conversations(self) -> list[Conversation]:
         rows = self._read("SELECT id, parent, fork_turn, model, messages, meta FROM conversations ORDER BY created")
