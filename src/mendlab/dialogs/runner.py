@@ -163,7 +163,8 @@ def run_experiments(
                 if critic_model is not None:
                     critic_model.close()
             if "replay" in do:
-                bank = harvest_mistakes(scenario, load_results(store, rid), per_kind=cfg.per_kind)
+                played = play_order(load_results(store, rid), [s.name for s in specs], cfg.rungs)
+                bank = harvest_mistakes(scenario, played, per_kind=cfg.per_kind)
                 replay_rungs = cfg.rungs  # a critic run replays with the rules: the critic needs a dialog
                 for spec in specs:
                     model = RecordedModel(load(spec), store, rid)
@@ -189,6 +190,22 @@ def run_experiments(
         for path in write_report(build_report(results, scenario, rid, run.config), report_dir):
             console.print(f"wrote {path}")
     return run, results
+
+
+def play_order(results: list[DialogResult], models: list[str], rungs: tuple[str, ...]) -> list[DialogResult]:
+    """The results in the order a serial run would have made them (models as given, reliability,
+    then each rung's repetitions): the mistake bank keeps the first few of each kind, so it must not
+    depend on which of the concurrent samples happened to finish first. Models of the run that are
+    not in this command come first, in the order they were stored."""
+    order = {"reliability": 0, "dialog": 1, "replay": 2}
+    rank = [*rungs, "critic"]
+
+    def key(r: DialogResult) -> tuple[int, int, int, int]:
+        model = models.index(r.model) if r.model in models else -1
+        rung = rank.index(r.rung) if r.rung in rank else len(rank)
+        return (model, order.get(r.experiment, 3), rung, r.rep)
+
+    return sorted(results, key=key)
 
 
 def _summary(console: Console, results: list[DialogResult]) -> None:
