@@ -60,6 +60,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_calendar.py
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_arena.py
+	$(PY) bench/bench_engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
