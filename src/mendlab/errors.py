@@ -36,3 +36,10 @@ class BackendError(MendlabError):
 
 class InputError(MendlabError):
     """A malformed input file (JSONL, conversation); the message names file and line."""
+
+
+class IncompleteRun(MendlabError):
+    """A run that finished with samples stored as failed: the results written leave them out, and
+    the non-zero exit keeps a script from taking them for the whole run."""
+
+    exit_code = 3

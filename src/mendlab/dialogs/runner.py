@@ -25,7 +25,7 @@ from mendlab.dialogs.metrics import dialog_stats
 from mendlab.dialogs.scenario import Scenario, load_scenario
 from mendlab.dialogs.tasks import DialogPlan, dialog_task, reliability_task, replay_task
 from mendlab.engine import Engine, EngineConfig, Task, TaskSummary, engine_concurrency
-from mendlab.errors import MendlabError
+from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import ChatModel, ModelSpec, SamplingParams, load_model, load_registry
 from mendlab.progress import progress_bar
 from mendlab.reports.calendar import build_report, write_report
@@ -178,17 +178,16 @@ def run_experiments(
         failed = [e for s in summaries for e in s.errors]
         stored_errors = [r for r in store.samples(rid) if r.status == "error"]
     _summary(console, results)
-    if stored_errors:
-        first = stored_errors[0]
-        console.print(
-            f"[red]{len(stored_errors)} sample(s) failed[/] ({len(failed)} in this session), e.g. "
-            f"{first.model} {first.task} {first.sample_id}: {first.error}. "
-            "They are left out of the results; rerun with --retry-errors to play them again.",
-            soft_wrap=True,
-        )
     if report_dir is not None:
         for path in write_report(build_report(results, scenario, rid, run.config), report_dir):
             console.print(f"wrote {path}")
+    if stored_errors:
+        first = stored_errors[0]
+        raise IncompleteRun(
+            f"run {rid!r}: {len(stored_errors)} sample(s) failed ({len(failed)} in this session) and are left out "
+            f"of the results, e.g. {first.model} {first.task} {first.sample_id}: {first.error}. "
+            "Rerun with --retry-errors to play them again"
+        )
     return run, results
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mendlab.engine import Engine, EngineConfig, engine_concurrency
-from mendlab.errors import MendlabError
+from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import ChatModel, load_model, load_registry
 from mendlab.progress import progress_bar
 from mendlab.repair.experiment import TreeSetup, repair_task
@@ -189,7 +189,7 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
             for m in loaded.values():
                 m.close()
     for line in errors:
-        console.print(f"[red]failed, left out of pass@t (--retry-errors plays it again):[/] {line}", soft_wrap=True)
+        console.print(f"[red]failed, left out of pass@t:[/] {line}", soft_wrap=True)
     table = Table(title=f"self-repair on {run.tasks} ({len(tasks)} tasks)", title_justify="left")
     for col in ("configuration", "programs passing", "repairs passing", "best self-repair vs baseline"):
         table.add_column(col)
@@ -197,4 +197,14 @@ def run_repair(db: Path, config: Path | None, run: RepairRun, console: Console) 
         table.add_row(*row)
     console.print(table)
     title = f"mendlab — self-repair on {run.tasks}, run {run_id} (sandbox: {sandbox.isolation.level})"
-    return write_repair_report(configs, summary, run.out, title)
+    if errors:
+        title += f"; {len(errors)} tree(s) failed and are left out"
+    written = write_repair_report(configs, summary, run.out, title)
+    if errors:
+        for path in written:
+            console.print(f"wrote {path}")
+        raise IncompleteRun(
+            f"run {run_id!r}: {len(errors)} tree(s) failed and are left out of pass@t (the report says so); "
+            "rerun with --retry-errors to grow them again"
+        )
+    return written
