@@ -16,6 +16,7 @@ from rich.table import Table
 
 from mendlab.errors import MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
+from mendlab.output import Recorder, emit_json, stdout_console
 from mendlab.progress import progress_bar
 from mendlab.store import DEFAULT_DB, ResultsStore
 
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="When a chat LLM makes a mistake and you tell it so, does it fix it?",
 )
-console = Console()
+console: Console = stdout_console()
 err = Console(stderr=True)
 
 
@@ -39,6 +40,9 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Model file (default: ./mendlab.toml if present).")
 ]
 DbOpt = Annotated[Path | None, typer.Option("--db", help=f"Results store (default: $MENDLAB_DB or ./{DEFAULT_DB}).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (what the table shows); the rest on stderr.")
+]
 
 
 @app.callback()
@@ -62,14 +66,25 @@ def _params(n: int, temperature: float, top_p: float, max_tokens: int, seed: int
 
 
 @app.command()
-def models(ctx: typer.Context) -> None:
+def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List every model: backend, size, where it comes from, and whether it is ready."""
     from mendlab.models.registry import readiness
 
     registry = load_registry(_settings(ctx).config)
+    if as_json:
+        rows = []
+        for spec in registry:
+            ok, detail = readiness(spec)
+            rows.append(
+                {"name": spec.name, "backend": spec.backend, "size_mb": spec.size_mb, "source": spec.source(),
+                 "optional": spec.optional, "chat": spec.chat, "ready": ok, "status": detail,
+                 "description": spec.description, "origin": spec.origin}
+            )  # fmt: skip
+        emit_json(rows)
+        return
     table = Table(title="mendlab models", title_justify="left")
     for col in ("name", "backend", "size", "source", "status"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col == "name")
     for spec in registry:
         ok, detail = readiness(spec)
         size = f"{spec.size_mb} MB" if spec.size_mb else ""
@@ -85,6 +100,7 @@ def demo(
     ctx: typer.Context,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model(s) to compare.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 96,
+    as_json: JsonOpt = False,
 ) -> None:
     """The calendar system prompt on the bundled models, side by side (two turns: request, then fix)."""
     from mendlab.demo import DEMO_TURNS, run_demo
@@ -95,19 +111,29 @@ def demo(
     specs = [registry.get(n) for n in names]
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     answers: dict[str, list[str]] = {}
+    found: dict[str, list[dict[str, object]]] = {}
+    shown = err if as_json else console
     with ResultsStore(settings.db) as store:
         for spec in specs:
-            with console.status(f"loading {spec.name}…"):
+            with shown.status(f"loading {spec.name}…"):
                 chat_model = load_model(spec)
             try:
-                with console.status(f"{spec.name} is answering…"):
+                with shown.status(f"{spec.name} is answering…"):
                     turns = run_demo(chat_model, store, f"demo-{spec.name}", params)
             finally:
                 chat_model.close()
+            found[spec.name] = [
+                {"user": u, "answer": t.answer.text, "completion_tokens": t.answer.completion_tokens,
+                 "latency_s": t.answer.latency_s}
+                for u, t in zip(DEMO_TURNS, turns, strict=True)
+            ]  # fmt: skip
             answers[spec.name] = [
                 f"{t.answer.text.strip()}\n[dim]{t.answer.completion_tokens} tok, {t.answer.latency_s:.1f}s"
                 for t in turns
             ]
+    if as_json:
+        emit_json({"db": str(settings.db), "models": found})
+        return
     table = Table(title="Calendar assistant, side by side (greedy)", show_lines=True, title_justify="left")
     table.add_column("user", style="bold", max_width=28)
     for name in answers:
@@ -234,7 +260,7 @@ def export(
 
 
 @app.command()
-def runs(ctx: typer.Context) -> None:
+def runs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List the runs in the results store, each with the configuration it was made with."""
     import time
 
@@ -244,9 +270,18 @@ def runs(ctx: typer.Context) -> None:
     if not settings.db.is_file():
         raise MendlabError(f"{settings.db}: no results store here (run something first, or pass --db)")
     with ResultsStore(settings.db) as store:
+        if as_json:
+            emit_json(
+                [
+                    {"run": r["id"], "kind": r["kind"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                     time.localtime(r["created"])), "generations": r["generations"], "config": r["config"]}
+                    for r in store.runs()
+                ]
+            )  # fmt: skip
+            return
         table = Table(title=str(settings.db), title_justify="left")
         for col in ("run", "kind", "created", "generations", "configuration"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, overflow="fold", no_wrap=col == "run")
         for r in store.runs():
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
             table.add_row(r["id"], r["kind"], when, str(r["generations"]), escape(config_line(r["config"])))
@@ -281,6 +316,7 @@ def run(
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
     report_dir: Annotated[Path, typer.Option("--report", help="Where `all` writes the report.")] = Path("report"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the calendar experiments on models side by side; resumable, every transcript kept."""
     from mendlab.dialogs.runner import CalendarConfig, parse_rungs, run_experiments
@@ -297,6 +333,7 @@ def run(
         per_kind=per_kind,
         params=_params(1, temperature, 1.0, max_tokens, seed, []),
     )
+    shown = Recorder() if as_json else console
     run_experiments(
         settings.db,
         settings.config,
@@ -306,8 +343,10 @@ def run(
         run_id=run_id,
         new_run=new_run,
         report_dir=report_dir if experiment == "all" else None,
-        console=console,
+        console=shown,
     )
+    if isinstance(shown, Recorder):
+        emit_json(shown.document(experiment=experiment))
 
 
 @app.command()
@@ -337,21 +376,31 @@ def grade(
     """Grade transcripts made elsewhere: one JSON line per assistant turn with marks and errors."""
     import json
 
-    from mendlab.conversation import read_jsonl
+    from mendlab.conversation import Conversation
     from mendlab.dialogs.grading import grade_conversation
     from mendlab.dialogs.scenario import load_scenario
+    from mendlab.jsonl import read_objects
 
-    convs = read_jsonl(transcripts)
+    if out is not None and not out.parent.is_dir():
+        raise MendlabError(f"{out}: no folder {out.parent}")
     scenarios: dict[str, object] = {}
     lines: list[str] = []
-    for i, conv in enumerate(convs):
+    convs = 0
+    for where, row in read_objects(transcripts, "transcripts file"):
+        conv = Conversation.from_json(row, where)
         name = conv.meta.get("scenario")
         if not isinstance(name, str):
-            raise MendlabError(f"{transcripts}: conversation {i + 1}: missing field 'scenario'")
+            raise MendlabError(f"{where}: missing field 'scenario' (a built-in scenario's name or a YAML file)")
         if name not in scenarios:
-            scenarios[name] = load_scenario(name)
+            try:
+                scenarios[name] = load_scenario(name)
+            except MendlabError as exc:
+                raise MendlabError(f"{where}: field 'scenario': {exc}") from None
         for g in grade_conversation(scenarios[name], conv.messages):  # type: ignore[arg-type]
-            lines.append(json.dumps(g.to_json(i), ensure_ascii=False))
+            lines.append(json.dumps(g.to_json(convs), ensure_ascii=False))
+        convs += 1
+    if not convs:
+        raise MendlabError(f"{transcripts}: no conversations in file")
     text = "\n".join(lines) + ("\n" if lines else "")
     if out is None:
         sys.stdout.write(text)
@@ -359,7 +408,7 @@ def grade(
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
-        err.print(f"graded {len(lines)} turns of {len(convs)} conversations")
+        err.print(f"graded {len(lines)} turns of {convs} conversations")
 
 
 @app.command()
@@ -425,6 +474,7 @@ def repair(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Self-repair (Olausson et al.): programs, feedback, repairs, pass@t and the report."""
     from mendlab.repair.runner import RepairRun, Setup, run_repair
@@ -451,8 +501,11 @@ def repair(
     run = RepairRun(
         tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, unsafe_no_sandbox, new_run
     )
-    for path in run_repair(settings.db, settings.config, run, console):
-        console.print(f"wrote {path}")
+    shown = Recorder() if as_json else console
+    for path in run_repair(settings.db, settings.config, run, shown):
+        shown.print(f"wrote {path}")
+    if isinstance(shown, Recorder):
+        emit_json(shown.document(requested_run=run_id))
 
 
 @app.command()
@@ -479,6 +532,7 @@ def negotiate(
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report-negotiation"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Bargaining games with an AI critic (Fu et al.): deal price and deal rate by round, per feedback."""
     from mendlab.negotiation.rounds import NegotiationConfig
@@ -495,8 +549,11 @@ def negotiate(
         human_feedback=read_human_feedback(human_feedback) if human_feedback else None,
     )  # fmt: skip
     settings = _settings(ctx)
-    for path in run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, console):
-        console.print(f"wrote {path}")
+    shown = Recorder() if as_json else console
+    for path in run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, shown):
+        shown.print(f"wrote {path}")
+    if isinstance(shown, Recorder):
+        emit_json(shown.document(requested_run=run_id))
 
 
 def main() -> None:
@@ -508,10 +565,6 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: what was completed is stored; run the same command again to resume")
         raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    main()
 
 
 @app.command()
@@ -551,9 +604,10 @@ def leaderboard(
     ctx: typer.Context,
     plot: Annotated[Path | None, typer.Option("--plot", "-o", help="Also write the ratings figure (PNG).")] = None,
     boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    as_json: JsonOpt = False,
 ) -> None:
     """The arena's votes as Bradley–Terry ratings with 95% intervals: fix votes and first answers apart."""
-    from mendlab.arena.app import outcomes, ratings_table
+    from mendlab.arena.app import FEW_VOTES, outcomes, ratings_table
     from mendlab.arena.ratings import leaderboard as rate
     from mendlab.reports.arena import TITLES, ratings_figure
 
@@ -563,13 +617,37 @@ def leaderboard(
     with ResultsStore(settings.db) as store:
         votes = store.votes()
     boards = {kind: rate(outcomes(votes, kind), n_boot=boot) for kind in ("fix", "first")}
-    for kind, board in boards.items():
+    if as_json:
+        emit_json(
+            {
+                kind: {
+                    "title": TITLES[kind],
+                    "votes": sum(1 for v in votes if v.kind == kind),
+                    "ratings": [
+                        {
+                            "rank": rank,
+                            "model": r.model,
+                            "rating": r.rating,
+                            "low": r.low,
+                            "high": r.high,
+                            "votes": r.votes,
+                            "wins": r.wins,
+                            "win_rate": r.wins / r.votes,
+                            "few_votes": r.votes < FEW_VOTES,
+                        }
+                        for rank, r in enumerate(board, 1)
+                    ],
+                }
+                for kind, board in boards.items()
+            }
+        )
+    for kind, board in [] if as_json else boards.items():
         table = Table(
             title=f"{TITLES[kind]} · {sum(1 for v in votes if v.kind == kind)} votes",
             caption="† fewer than 10 votes: the interval understates the uncertainty" if board else None,
         )
         for col in ("#", "model", "rating", "95% CI", "votes", "win rate"):
-            table.add_column(col, justify="left" if col == "model" else "right")
+            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
         for row in ratings_table(board):
             table.add_row(*(escape(str(x)) for x in row))
         console.print(table)
@@ -579,3 +657,7 @@ def leaderboard(
             raise MendlabError(f"{settings.db}: no votes yet, nothing to plot")
         plot.write_bytes(png)
         err.print(f"wrote {plot}")
+
+
+if __name__ == "__main__":  # last, so that every command above is registered first
+    main()

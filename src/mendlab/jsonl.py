@@ -16,7 +16,11 @@ def read_objects(path: Path, what: str = "file") -> Iterator[tuple[str, dict[str
     if not path.is_file():
         raise InputError(f"{path}: no such {what}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:  # bytes, decoded line by line, so that an error names its line
+    try:
+        fh = opener(path, "rb")  # bytes, decoded line by line, so that an error names its line
+    except OSError as exc:  # no permission, say
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fh:
         lineno = 0
         while True:
             lineno += 1
@@ -37,6 +41,9 @@ def read_objects(path: Path, what: str = "file") -> Iterator[tuple[str, dict[str
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # 5000 digits (Python's limit), [[[[… past the stack
+                why = "nested too deep" if isinstance(exc, RecursionError) else "a number with too many digits"
+                raise InputError(f"{where}: invalid JSON: {why}") from None
             if not isinstance(row, dict):
                 raise InputError(f"{where}: expected a JSON object")
             yield where, row

@@ -10,6 +10,9 @@ from typing import Any
 import yaml
 
 from mendlab.errors import ConfigError
+from mendlab.textfile import read_text
+
+MAX_NODES = 100_000  # more values than any scenario or game a person writes
 
 
 class LocatedYaml:
@@ -27,21 +30,41 @@ class LocatedYaml:
             raise ConfigError(f"{where}{line}: invalid YAML: {problem}") from None
         if node is None:
             raise ConfigError(f"{where}: empty {what}")
+        self._nodes = 0
+        self._open: set[int] = set()
         self.data = self._convert(node, ())
 
     def _convert(self, node: yaml.Node, path: tuple[Any, ...]) -> Any:
-        self.lines[path] = node.start_mark.line + 1
+        line = node.start_mark.line + 1
+        self.lines[path] = line
+        # Aliases make a graph: one that refers to itself never ends, and a few nested ones ("billion
+        # laughs") expand past any memory. Neither is a file a person wrote.
+        self._nodes += 1
+        if self._nodes > MAX_NODES or id(node) in self._open:
+            why = "refers to itself" if id(node) in self._open else f"expands to more than {MAX_NODES} values"
+            raise ConfigError(f"{self.where}:{line}: invalid YAML: an alias {why}")
         if isinstance(node, yaml.MappingNode):
+            self._open.add(id(node))
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:
+                if not isinstance(knode, yaml.ScalarNode):
+                    raise ConfigError(f"{self.where}:{knode.start_mark.line + 1}: a key must be plain text")
                 key = knode.value
                 self.lines[(*path, key)] = knode.start_mark.line + 1
                 out[key] = self._convert(vnode, (*path, key))
                 self.lines[(*path, key)] = knode.start_mark.line + 1
+            self._open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        return yaml.SafeLoader("").construct_object(node, deep=True)
+            self._open.add(id(node))
+            items = [self._convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.discard(id(node))
+            return items
+        try:
+            return yaml.SafeLoader("").construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:  # 0000-01-01, !!binary ?, …
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{self.where}:{line}: invalid value {node.value!r}: {problem}") from None
 
     def fail(self, path: tuple[Any, ...], msg: str) -> ConfigError:
         line = None
@@ -83,7 +106,4 @@ def builtin_or_file(
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: no such {what} (built in: {', '.join(builtin)}; or a YAML file)")
-    try:
-        return path.read_text(encoding="utf-8"), str(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return read_text(path), str(path)

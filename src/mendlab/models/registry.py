@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from mendlab.errors import ConfigError, ModelNotFound
 from mendlab.models.bundled import BundledFile, Part, missing_parts
+from mendlab.textfile import read_text
 
 Backend = Literal["llama.cpp", "transformers", "openai"]
 BACKENDS: tuple[Backend, ...] = ("llama.cpp", "transformers", "openai")
@@ -252,6 +253,8 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or not value:
                 raise fail(key, f"field {key!r} must be a non-empty string")
+            if "\0" in value:  # no file name holds one: Path() would fail later, with a traceback
+                raise fail(key, f"field {key!r} holds a NUL character")
         elif key in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise fail(key, f"field {key!r} must be true or false")
@@ -293,10 +296,7 @@ def load_registry(config: str | Path | None = None) -> Registry:
         if not path.is_file():
             return Registry(models, None)
     where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}") from None
+    text = read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -19,13 +19,11 @@ from mendlab.negotiation.rounds import Cast, GameRecord, NegotiationConfig, Nego
 from mendlab.progress import progress_bar
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
+from mendlab.textfile import read_text
 
 
 def read_human_feedback(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MendlabError(f"{path}: cannot read ({exc})") from None
+    text = read_text(path, MendlabError).strip()
     if not text:
         raise MendlabError(f"{path}: the human feedback file is empty")
     return text
