@@ -157,3 +157,28 @@ def test_the_mistake_bank_does_not_depend_on_which_sample_finished_first() -> No
     assert any(harvest_mistakes(CAL, s, per_kind=1) != bank for s in shuffles)  # the order matters to the bank...
     for s in shuffles:  # ...so the runner restores the serial order first
         assert harvest_mistakes(CAL, play_order(s, ["s"], cfg.rungs), per_kind=1) == bank
+
+
+def test_a_quick_run_plays_the_first_steps_and_is_a_run_of_its_own(tmp_path: Path) -> None:
+    import pytest
+
+    from mendlab.dialogs.runner import parse_experiments
+    from mendlab.errors import MendlabError
+    from mendlab.store.results import RunMismatch
+
+    quick = CalendarConfig.quick()
+    with scripted_server(policy) as server:
+        toml = tmp_path / "mendlab.toml"
+        toml.write_text(models_toml(server.url, ["scripted"]))
+        args: dict[str, Any] = {"run_id": "cal", "report_dir": None, "console": Console(width=200)}
+        run, results = run_experiments(tmp_path / "m.db", toml, "reliability,dialog", ["scripted"], quick, **args)
+        assert run.config["steps"] == 3 and {r.experiment for r in results} == {"reliability", "dialog"}
+        dialogs = [r for r in results if r.experiment == "dialog"]
+        assert len(dialogs) == 3 and all(max(g.step for g in r.grades) == 3 for r in dialogs)
+        assert len([r for r in results if r.experiment == "reliability"]) == 2
+        with pytest.raises(RunMismatch, match="steps 3 → "):
+            run_experiments(tmp_path / "m.db", toml, "dialog", ["scripted"], CalendarConfig(), **args)
+    with pytest.raises(MendlabError, match="unknown experiment 'chat'"):
+        parse_experiments("dialog,chat")
+    with pytest.raises(MendlabError, match="has 6 steps"):
+        CalendarConfig(steps=9).scenario_of(CAL)

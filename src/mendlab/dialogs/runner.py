@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,17 @@ EXPERIMENTS = ("reliability", "dialog", "replay")
 PROTOCOL = 2
 
 
+def parse_experiments(text: str) -> set[str]:
+    """`all`, one experiment, or several joined by commas (`dialog,replay`)."""
+    if text == "all":
+        return set(EXPERIMENTS)
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(chosen - set(EXPERIMENTS))
+    if unknown or not chosen:
+        raise MendlabError(f"unknown experiment {', '.join(unknown) or text!r} (reliability, dialog, replay or all)")
+    return chosen
+
+
 def parse_rungs(rung: str) -> tuple[Rung, ...]:
     if rung == "all":
         return RUNGS
@@ -59,6 +70,7 @@ class CalendarConfig:
     attempts: int = 3
     per_kind: int = 2
     params: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=96))
+    steps: int | None = None  # play only the first N scripted steps (None: the whole script)
 
     def __post_init__(self) -> None:
         for name in ("tries", "reps", "attempts", "per_kind"):
@@ -66,6 +78,23 @@ class CalendarConfig:
                 raise MendlabError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_fixes < 0:
             raise MendlabError("--max-fixes must be 0 or more")
+        if self.steps is not None and self.steps < 1:
+            raise MendlabError("--steps must be at least 1")
+
+    @classmethod
+    def quick(cls, scenario: str = "calendar") -> CalendarConfig:
+        """A first look in a few minutes on a laptop: 2 tries, one dialog per rung, the first 3 steps,
+        one attempt per replayed mistake. Its own run (the identity says so), never mixed with a full one."""
+        return cls(scenario=scenario, tries=2, reps=1, attempts=1, per_kind=1, steps=3)
+
+    def scenario_of(self, scenario: Scenario) -> Scenario:
+        """The scenario as this run plays it: its first `steps` steps and their seed mistakes."""
+        if self.steps is None:
+            return scenario
+        if self.steps > len(scenario.steps):
+            raise MendlabError(f"--steps {self.steps}: scenario {scenario.name!r} has {len(scenario.steps)} steps")
+        kept = tuple(m for m in scenario.mistakes if m.turn <= self.steps)
+        return replace(scenario, steps=scenario.steps[: self.steps], mistakes=kept)
 
     def identity(self, scenario: Scenario) -> dict[str, Any]:
         """The run's stored configuration. The scenario is named by its content, so an edited YAML
@@ -84,6 +113,7 @@ class CalendarConfig:
             "attempts": self.attempts,
             "per_kind": self.per_kind,
             "params": params,
+            **({"steps": self.steps} if self.steps is not None else {}),  # absent: runs made before it resume
         }
 
 
@@ -112,13 +142,11 @@ def run_experiments(
 ) -> tuple[Run, list[DialogResult]]:
     """Run (or resume) the experiments on the engine; `load` turns a spec into a model (tests pass a fake).
     Models are loaded one at a time (memory); each runs its samples within its own budget."""
-    if experiment != "all" and experiment not in EXPERIMENTS:
-        raise MendlabError(f"unknown experiment {experiment!r} (reliability, dialog, replay or all)")
-    scenario = load_scenario(cfg.scenario)
+    do = parse_experiments(experiment)
+    scenario = cfg.scenario_of(load_scenario(cfg.scenario))
     registry = load_registry(config)
     specs = [registry.get(m) for m in models]  # fail on a bad name before any work
     critic_spec = registry.get(cfg.critic) if cfg.critic else None
-    do = set(EXPERIMENTS) if experiment == "all" else {experiment}
     summaries: list[TaskSummary] = []
     with ResultsStore(db) as store:
         run = store.ensure_run(run_id or scenario.name, "calendar", cfg.identity(scenario), new_if_changed=new_run)
