@@ -182,3 +182,21 @@ def test_a_quick_run_plays_the_first_steps_and_is_a_run_of_its_own(tmp_path: Pat
         parse_experiments("dialog,chat")
     with pytest.raises(MendlabError, match="has 6 steps"):
         CalendarConfig(steps=9).scenario_of(CAL)
+
+
+def test_the_cli_runs_several_scenarios_quickly_each_a_run_of_its_own(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import MENDLAB, cli_env
+
+    with scripted_server(policy) as server:
+        (tmp_path / "mendlab.toml").write_text(models_toml(server.url, ["scripted"]))
+        cmd = [MENDLAB, "run", "reliability,dialog", "--quick", "--scenario", "calendar", "--scenario", "dentist"]
+        r = subprocess.run([*cmd, "-m", "scripted"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
+    assert r.returncode == 0, r.stderr
+    with ResultsStore(tmp_path / "mendlab.db") as store:
+        runs = {row["id"]: row["config"] for row in store.runs()}
+        assert {runs["calendar"]["steps"], runs["dentist"]["steps"]} == {3}
+        assert {(s.run_id, s.task) for s in store.samples("calendar") + store.samples("dentist")} == {
+            ("calendar", "reliability"), ("calendar", "dialog"), ("dentist", "reliability"), ("dentist", "dialog")
+        }  # fmt: skip

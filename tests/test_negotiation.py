@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mendlab.errors import ConfigError, MendlabError
+from mendlab.errors import ConfigError, IncompleteRun, MendlabError
 from mendlab.models import SamplingParams
 from mendlab.negotiation.game import load_game, parse_game
 from mendlab.negotiation.parsing import first_line, last_price, prices, redact_prices, suggestions, yes_no
@@ -153,10 +153,13 @@ def _config(**kw: object) -> NegotiationConfig:
     return NegotiationConfig(**base)  # type: ignore[arg-type]
 
 
-def _run(tmp: Path, server: ScriptedServer, cfg: NegotiationConfig, run_id: str = "neg") -> list[Path]:
+def _run(
+    tmp: Path, server: ScriptedServer, cfg: NegotiationConfig, run_id: str = "neg", retry_errors: bool = False
+) -> list[Path]:
     toml = tmp / "mendlab.toml"
     toml.write_text(models_toml(server.url, ROLES))
-    return run_negotiation(tmp / "m.db", toml, cfg, run_id, False, tmp / "report", Console(width=200))
+    report, console = tmp / "report", Console(width=200)
+    return run_negotiation(tmp / "m.db", toml, cfg, run_id, False, report, console, retry_errors=retry_errors)
 
 
 def _role(req: list[dict[str, str]]) -> str:
@@ -230,13 +233,18 @@ def test_a_dead_server_loses_nothing_and_a_rerun_finishes_as_if_uninterrupted(tm
         total = len(server.requests)
     with scripted_server(policy) as server:
         server.fail_after = 20
-        _run(tmp_path, server, _config())
+        with pytest.raises(IncompleteRun, match="--retry-errors"):
+            _run(tmp_path, server, _config())
         with ResultsStore(tmp_path / "m.db") as store:
             first = stored_games(store, "neg")
         assert any(r.error for r in first) and any(not r.error for r in first)
         done = {(r.setting, r.stream, r.round) for r in first if not r.error}
         server.fail_after = None
-        _run(tmp_path, server, _config())
+        n = len(server.requests)
+        with pytest.raises(IncompleteRun):
+            _run(tmp_path, server, _config())  # a plain rerun keeps the failed streams as they are
+        assert len(server.requests) == n
+        _run(tmp_path, server, _config(), retry_errors=True)
         assert len(server.requests) == total  # nothing answered before the failure was asked again
     with ResultsStore(tmp_path / "m.db") as store:
         after = {(r.setting, r.stream, r.round): (r.deal, r.price, r.error) for r in stored_games(store, "neg")}
@@ -329,13 +337,14 @@ def test_a_critic_that_fails_ends_the_stream_until_the_next_run(tmp_path: Path) 
         return policy(messages)
 
     with scripted_server(flaky) as server:
-        _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1))
+        with pytest.raises(IncompleteRun, match="the critic failed"):
+            _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1))
         with ResultsStore(tmp_path / "m.db") as store:
             first = {(r.setting, r.round): r.error for r in stored_games(store, "neg")}
         assert first[("shared", 1)] is None and "the critic failed" in str(first[("ai", 2)])
         assert ("ai", 3) not in first
         broken["critic"] = False
-        _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1))
+        _run(tmp_path, server, _config(feedback=("ai",), rounds=3, games=1), retry_errors=True)
     with ResultsStore(tmp_path / "m.db") as store:
         after = {(r.setting, r.round): (r.error, r.price) for r in stored_games(store, "neg")}
     assert after == {("shared", 1): (None, 15.0), ("ai", 2): (None, 17.0), ("ai", 3): (None, 17.0)}

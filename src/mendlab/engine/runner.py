@@ -27,7 +27,6 @@ from mendlab.engine.task import Outcome, Sample, Task
 from mendlab.errors import MendlabError
 from mendlab.models import ChatModel, Completion, Message, ModelInfo, ModelSpec, SamplingParams, StreamDelta
 from mendlab.store import ResultsStore, Run, SampleRecord, config_sha256
-from mendlab.store.recorded import RecordedModel
 
 In = TypeVar("In")
 Played = TypeVar("Played")
@@ -80,27 +79,36 @@ class TaskSummary:
         }
 
 
-class _Meter:
-    """A sample's own view of the model: counts what its generations cost (stored answers included,
-    so a resumed sample costs what it did the first time)."""
-
-    def __init__(self, model: ChatModel) -> None:
-        self.model = model
+class _Cost:
+    def __init__(self) -> None:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.generations = 0
         self.latency_s = 0.0
 
+
+class _Meter:
+    """A sample's own view of the model: counts what its generations cost (stored answers included,
+    so a resumed sample costs what it did the first time). `scoped` views share the count."""
+
+    def __init__(self, model: ChatModel, cost: _Cost | None = None) -> None:
+        self.model = model
+        self.cost = cost if cost is not None else _Cost()
+
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
+    def scoped(self, scope: str) -> _Meter:
+        """A solver that keys its own generations (a game's roles) keeps doing so through the meter."""
+        return _Meter(_scoped(self.model, scope), self.cost)
+
     def _count(self, completions: Sequence[Completion]) -> None:
         for c in completions:
-            self.prompt_tokens += c.prompt_tokens
-            self.completion_tokens += c.completion_tokens
-            self.latency_s += c.latency_s
-            self.generations += 1
+            self.cost.prompt_tokens += c.prompt_tokens
+            self.cost.completion_tokens += c.completion_tokens
+            self.cost.latency_s += c.latency_s
+            self.cost.generations += 1
 
     def chat(self, messages: Sequence[Message], params: SamplingParams) -> list[Completion]:
         out = self.model.chat(messages, params)
@@ -115,6 +123,12 @@ class _Meter:
 
     def close(self) -> None:
         """The engine does not own the model: whoever loaded it closes it."""
+
+
+def _scoped(model: ChatModel, scope: str) -> ChatModel:
+    """`model.scoped(scope)` where the model keys its generations by scope (`RecordedModel`)."""
+    scoped = getattr(model, "scoped", None)
+    return scoped(scope) if callable(scoped) else model
 
 
 class Engine:
@@ -183,8 +197,7 @@ class Engine:
         )
 
     def _play(self, task: Task[In, Played], model: ChatModel, subject: str, sample: Sample[In]) -> SampleRecord:
-        view = model.scoped(task.scope(sample)) if isinstance(model, RecordedModel) else model
-        meter = _Meter(view)
+        meter = _Meter(_scoped(model, task.scope(sample)))
         outcome: Outcome | None = None
         error: str | None = None
         try:
@@ -200,10 +213,10 @@ class Engine:
             error=error,
             score=dict(outcome.score) if outcome is not None else {},
             data=dict(outcome.data) if outcome is not None else {},
-            prompt_tokens=meter.prompt_tokens,
-            completion_tokens=meter.completion_tokens,
-            generations=meter.generations,
-            latency_s=meter.latency_s,
+            prompt_tokens=meter.cost.prompt_tokens,
+            completion_tokens=meter.cost.completion_tokens,
+            generations=meter.cost.generations,
+            latency_s=meter.cost.latency_s,
             config_sha256=self.config_sha256,
         )
         self.store.save_sample(rec, outcome.conversations if outcome is not None else ())

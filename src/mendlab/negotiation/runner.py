@@ -11,11 +11,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mendlab.errors import MendlabError
+from mendlab.engine import Engine, EngineConfig, engine_concurrency
+from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import ChatModel, load_model, load_registry
+from mendlab.negotiation.experiment import stream_task
 from mendlab.negotiation.game import load_game
 from mendlab.negotiation.report import fmt_mean, fmt_rate_change, round_stats, write_negotiation_report
-from mendlab.negotiation.rounds import Cast, GameRecord, NegotiationConfig, NegotiationRun, config_json, stored_games
+from mendlab.negotiation.rounds import (
+    SHARED,
+    Cast,
+    GameRecord,
+    NegotiationConfig,
+    NegotiationRun,
+    config_json,
+    stored_games,
+)
 from mendlab.progress import progress_bar
 from mendlab.store import ResultsStore
 from mendlab.store.recorded import RecordedModel
@@ -30,8 +40,17 @@ def read_human_feedback(path: Path) -> str:
 
 
 def run_negotiation(
-    db: Path, config: Path | None, cfg: NegotiationConfig, run_id: str, new_run: bool, out: Path, console: Console
+    db: Path,
+    config: Path | None,
+    cfg: NegotiationConfig,
+    run_id: str,
+    new_run: bool,
+    out: Path,
+    console: Console,
+    *,
+    retry_errors: bool = False,
 ) -> list[Path]:
+    """Streams are the engine's samples, as many at once as the slowest of the cast's models allows."""
     game = load_game(cfg.game)
     registry = load_registry(config)
     names = dict.fromkeys([cfg.seller, cfg.buyer, cfg.critic, cfg.moderator])
@@ -42,36 +61,46 @@ def run_negotiation(
             console.print(opened.moved, soft_wrap=True)
         run_id = opened.id
         loaded: dict[str, ChatModel] = {}
+        settings = cfg.settings()
         try:
             for name, spec in specs.items():
                 loaded[name] = RecordedModel(load_model(spec), store, f"{run_id}:gen")
             cast = Cast(loaded[cfg.seller], loaded[cfg.buyer], loaded[cfg.critic], loaded[cfg.moderator])
             negotiation = NegotiationRun(store, run_id, game, cfg, cast)
-            settings = cfg.settings()
-            total = cfg.games * (1 + (cfg.rounds - 1) * len(settings))
+            per_stream = 1 + (cfg.rounds - 1) * len(settings)
+            engine = Engine(store, opened)
             with progress_bar(console) as bar:
-                task = bar.add_task(f"negotiation ({cfg.learner} learns)", total=total)
-                for stream in range(cfg.games):
-                    for i, setting in enumerate(settings):
+                task_bar = bar.add_task(f"negotiation ({cfg.learner} learns)", total=cfg.games * per_stream)
 
-                        def tick(record: GameRecord, fresh: bool, first: bool = i == 0) -> None:
-                            if record.round > 1 or first:
-                                bar.advance(task)
+                def tick(record: GameRecord, fresh: bool) -> None:
+                    if record.round > 1 or (record.setting == SHARED and fresh):
+                        bar.advance(task_bar)
 
-                        played = negotiation.play_stream(setting, stream, tick)
-                        skipped = cfg.rounds - len(played)  # a stream cut by an error: its rounds are done for now
-                        bar.advance(task, skipped)
+                task = stream_task(negotiation, settings, tick)
+                todo = len(engine.pending(task, cfg.learner, retry_errors))
+                bar.update(task_bar, completed=(cfg.games - todo) * per_stream)
+                budget = min(engine_concurrency(spec) for spec in specs.values())
+                learner = loaded[cfg.seller if cfg.learner == "seller" else cfg.buyer]
+                engine.run(task, learner, EngineConfig(budget, retry_errors), subject=cfg.learner)
+                bar.update(task_bar, completed=cfg.games * per_stream)
+            failed = [r for r in store.samples(run_id, "negotiation", cfg.learner) if r.status == "error"]
+            failed = [r for r in failed if r.sample_id in {s.id for s in task.samples}]
         finally:
             for model in loaded.values():
                 model.close()
         records = [r for r in stored_games(store, run_id) if r.stream < cfg.games and r.round <= cfg.rounds]
-    _print_table(console, records, cfg.settings(), game.cost)
-    errors = [r for r in records if r.error]
-    if errors:
-        console.print(f"{len(errors)} game(s) failed (first: {errors[0].error}); the same command again retries them")
+    _print_table(console, records, settings, game.cost)
     meta = {**config_json(cfg), "run": run_id, "max_exchanges": cfg.max_exchanges or game.max_exchanges,
             "cost": game.cost}  # fmt: skip
-    return write_negotiation_report(records, run_id, meta, out, cfg.settings())
+    written = write_negotiation_report(records, run_id, meta, out, settings)
+    if failed:
+        for path in written:
+            console.print(f"wrote {path}")
+        raise IncompleteRun(
+            f"run {run_id!r}: {len(failed)} stream(s) stopped at a failed game (first: {failed[0].error}); "
+            "their finished games are kept. Rerun with --retry-errors to play the rest"
+        )
+    return written
 
 
 def _print_table(console: Console, records: list[GameRecord], settings: list[str], cost: float) -> None:
