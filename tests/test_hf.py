@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from mendlab.models import ChatModel, Completion, Message, SamplingParams, StreamDelta, load_model, model_path
-from mendlab.models.hf import load_tokenizer, render_prompt
+from mendlab.models.hf import load_tokenizer, render_prompt, resolve_dtype
 from mendlab.models.llamacpp import render_prompt as llama_render
 
 HISTORY = [
@@ -33,7 +35,9 @@ def test_golden_template_same_prompt_in_both_backends(registry, name: str) -> No
 def smollm_hf(registry) -> Iterator[ChatModel]:  # type: ignore[no-untyped-def]
     model = load_model(registry.get("smollm2-135m@transformers"))
     yield model
+    weights = weakref.ref(model.model)  # type: ignore[attr-defined]
     model.close()
+    assert weights() is None, "close() left the weights alive"
 
 
 def test_transformers_chat_stream_and_samples(smollm_hf: ChatModel, smollm: ChatModel) -> None:
@@ -52,3 +56,28 @@ def test_transformers_chat_stream_and_samples(smollm_hf: ChatModel, smollm: Chat
     assert len(many) == 3 and len({c.text for c in many}) > 1
     (cut,) = smollm_hf.chat(msgs, SamplingParams(max_tokens=12, stop=("aris",)))
     assert cut.text.endswith("P") and cut.finish_reason == "stop"
+
+
+def test_the_batched_samples_are_the_samples_asked_alone(smollm_hf: ChatModel) -> None:
+    """A resumed run asks for sample i alone, with seed + i: it must get the batched run's sample i."""
+    msgs = [Message("user", "Tell me a story about a cat.")]
+    p = SamplingParams(n=3, temperature=0.9, top_p=0.95, max_tokens=8, seed=7)
+    batch = smollm_hf.chat(msgs, p)
+    alone = [smollm_hf.chat(msgs, replace(p, n=1, seed=p.seed + i))[0] for i in range(3)]
+    assert [c.sample_index for c in batch] == [0, 1, 2] and len({c.text for c in batch}) > 1
+    assert [(c.text, c.completion_tokens) for c in batch] == [(c.text, c.completion_tokens) for c in alone]
+    streamed = list(smollm_hf.stream(msgs, replace(p, n=1)))[-1]
+    assert isinstance(streamed, Completion) and streamed.text == batch[0].text
+
+
+def test_greedy_with_n_samples_is_n_equal_answers(smollm_hf: ChatModel) -> None:
+    out = smollm_hf.chat([Message("user", "Say hello.")], SamplingParams(n=3, max_tokens=6))
+    assert [c.sample_index for c in out] == [0, 1, 2] and len({(c.text, c.completion_tokens) for c in out}) == 1
+
+
+def test_dtype_auto_is_half_precision_on_cuda_only(smollm_hf: ChatModel) -> None:
+    assert smollm_hf.info.extra == {"device": "cpu", "dtype": "float32"}
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("auto", "cuda", bf16_supported=True) == "bfloat16"
+    assert resolve_dtype("auto", "cuda:1", bf16_supported=False) == "float16"  # pre-Ampere
+    assert resolve_dtype("float32", "cuda", bf16_supported=True) == "float32"  # told

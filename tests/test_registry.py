@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mendlab.errors import ConfigError, ModelNotFound, NoChatTemplate
-from mendlab.models import load_model, load_registry
+from mendlab.models import Message, SamplingParams, load_model, load_registry, model_path
 from mendlab.models.registry import readiness
 from tests.conftest import MENDLAB, cli_env
 
@@ -61,6 +61,17 @@ def test_user_file_adds_models(tmp_path: Path) -> None:
         ),
         ('[models.a]\nbackend = "openai"\nmodel = "m"\n', r"missing field 'base_url'"),
         ('[models.a]\nbackend = "llama.cpp"\npath = "x.bin"\n', r"mendlab.toml:3: .*must be a .gguf file"),
+        *(
+            (
+                f'[models.a]\nbackend = "llama.cpp"\npath = "x.gguf"\nn_gpu_layers = {bad}\n',
+                r"mendlab.toml:4: \[models.a\] field 'n_gpu_layers' must be an integer >= -1",
+            )
+            for bad in ("-2", '"all"', "true", "1.5")
+        ),
+        (
+            '[models.a]\nbackend = "transformers"\npath = "m"\n\ndtype = "fp8"\n',
+            r"mendlab.toml:5: \[models.a\] field 'dtype': 'fp8' is not one of: auto, float32, bfloat16, float16",
+        ),
     ],
 )
 def test_bad_config_names_the_line(tmp_path: Path, text: str, match: str) -> None:
@@ -97,3 +108,25 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([MENDLAB, "models"], cwd=tmp_path, capture_output=True, text=True, env=cli_env())
     assert r.returncode == 0 and "qwen2.5-coder-0.5b" in r.stdout and "ready" in r.stdout
+
+
+def test_n_gpu_layers_reaches_llama_cpp_and_defaults_to_the_build(tmp_path: Path, registry) -> None:  # type: ignore[no-untyped-def]
+    import llama_cpp
+
+    gguf = model_path(registry.get("smollm2-135m"))
+    cfg = tmp_path / "mendlab.toml"
+    cfg.write_text(
+        f'[models.some]\nbackend = "llama.cpp"\npath = "{gguf}"\nn_ctx = 512\nn_gpu_layers = 4\n\n'
+        f'[models.auto]\nbackend = "llama.cpp"\npath = "{gguf}"\nn_ctx = 512\n'
+    )
+    reg = load_registry(cfg)
+    assert reg.get("some").n_gpu_layers == 4 and reg.get("auto").n_gpu_layers is None
+    every = "-1" if llama_cpp.llama_supports_gpu_offload() else "0"  # all layers on a GPU build, none on a CPU one
+    for name, shown in (("some", "4"), ("auto", every)):
+        model = load_model(reg.get(name))
+        try:
+            assert model.info.extra["n_gpu_layers"] == shown and model.info.context_window == 512
+            (c,) = model.chat([Message("user", "Hi")], SamplingParams(max_tokens=2))
+            assert c.completion_tokens >= 1
+        finally:
+            model.close()

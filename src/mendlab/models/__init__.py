@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from mendlab.errors import ModelUnavailable, NoChatTemplate
 from mendlab.models.base import (
@@ -20,6 +22,7 @@ from mendlab.models.registry import ModelSpec, Registry, load_registry
 __all__ = [
     "ChatModel",
     "Completion",
+    "MemoryKind",
     "Message",
     "ModelInfo",
     "ModelSpec",
@@ -29,8 +32,11 @@ __all__ = [
     "chat_many",
     "load_model",
     "load_registry",
+    "memory_kind",
     "model_path",
 ]
+
+MemoryKind = Literal["ram", "gpu", "none"]
 
 
 def model_path(spec: ModelSpec) -> Path:
@@ -74,6 +80,7 @@ def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
             path,
             n_ctx=spec.n_ctx,
             n_threads=spec.n_threads,
+            n_gpu_layers=spec.n_gpu_layers,
             chat_template=spec.chat_template,
             cache_reuse=cache_reuse,
             source=spec.source(),
@@ -83,6 +90,26 @@ def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
     return TransformersModel(
         spec.name, path, dtype=spec.dtype, device=spec.device, chat_template=spec.chat_template, source=spec.source()
     )
+
+
+def memory_kind(spec: ModelSpec) -> MemoryKind:
+    """Which memory the model will fill once `load_model` has placed it, known before loading it, so a
+    budget can make room in the right one: a CUDA model costs GPU memory, not RAM ("none": remote)."""
+    if spec.backend == "openai":
+        return "none"
+    if spec.backend == "transformers":
+        if spec.device != "auto":
+            return "gpu" if spec.device.startswith("cuda") else "ram"
+        if importlib.util.find_spec("torch") is None:
+            return "ram"  # loading fails anyway, with the install hint
+        from mendlab.models.hf import resolve_device
+
+        return "gpu" if resolve_device(spec.device).startswith("cuda") else "ram"
+    from mendlab.models.llamacpp import default_gpu_layers
+
+    layers = default_gpu_layers() if spec.n_gpu_layers is None else spec.n_gpu_layers
+    # A CPU build ignores n_gpu_layers. Partly offloaded models are counted wholly on the GPU.
+    return "gpu" if layers != 0 and default_gpu_layers() != 0 else "ram"
 
 
 def chat_many(

@@ -2,15 +2,24 @@
 
 This is the backend that fine-tuning shares: the model measured before and after training is the
 same torch module, with the template from `tokenizer.apply_chat_template`.
+
+The n samples of a prompt are one batched `generate` call, but each row draws its tokens from its
+own generator seeded seed+i, as llama.cpp seeds sample i: a resumed run that asks for sample i alone
+gets the text the batched run gave it (exactly on the CPU; on a GPU, kernels chosen by batch size may
+round logits differently and, rarely, turn a draw).
 """
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 from mendlab.errors import ContextOverflow, ModelUnavailable, NoChatTemplate
 from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
@@ -45,6 +54,59 @@ def load_tokenizer(path: Path, chat_template: str | None = None) -> Any:
     return tok
 
 
+def resolve_device(device: str) -> str:
+    """`auto` is the GPU when torch sees one."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str, *, bf16_supported: bool | None = None) -> str:
+    """`auto`: bfloat16 on CUDA (float16 on GPUs without it: pre-Ampere), float32 on the CPU, where
+    half precision is slow and changes the answers for nothing."""
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cuda"):
+        return "float32"
+    if bf16_supported is None:
+        import torch
+
+        bf16_supported = bool(torch.cuda.is_bf16_supported())
+    return "bfloat16" if bf16_supported else "float16"
+
+
+class SeededSampler:
+    """A logits processor for greedy `generate` that samples instead: row i draws from its own
+    generator seeded seeds[i], so a row's tokens do not depend on the other rows of the batch, and the
+    global torch RNG (shared by every thread) is never touched. Temperature then top-p, no top-k,
+    like the llama.cpp backend."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: str) -> None:
+        import torch
+
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            ranked, order = probs.sort(dim=-1, descending=True)
+            # a token goes when the more likely ones already reach top_p; the likeliest always stays
+            drop_ranked = (ranked.cumsum(dim=-1) - ranked) >= self.top_p
+            probs = probs.masked_fill(drop_ranked.scatter(-1, order, drop_ranked), 0.0)
+        cdf = probs.cumsum(dim=-1)
+        draws = torch.stack(
+            [torch.rand((), generator=g, device=scores.device, dtype=torch.float64) for g in self.generators]
+        )
+        picks = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(-1), right=True)
+        picks = picks.clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, picks, 0.0)
+
+
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     return str(
         tokenizer.apply_chat_template([m.to_openai() for m in messages], tokenize=False, add_generation_prompt=True)
@@ -59,7 +121,7 @@ class TransformersModel:
         name: str,
         path: Path,
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "auto",
         chat_template: str | None = None,
         source: str = "",
@@ -69,9 +131,8 @@ class TransformersModel:
 
         self.tokenizer = load_tokenizer(path, chat_template)
         where, kwargs = _from_pretrained_args(path)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
         torch_dtype = getattr(torch, dtype, None)
         if not isinstance(torch_dtype, torch.dtype):
             raise ModelUnavailable(f"unknown dtype {dtype!r} for {name}")
@@ -112,7 +173,10 @@ class TransformersModel:
             raise ContextOverflow(f"{self._info.name}: prompt has {n} tokens, context window is {window}")
         return enc
 
-    def _gen_kwargs(self, params: SamplingParams, n_prompt: int) -> dict[str, Any]:
+    def _gen_kwargs(self, params: SamplingParams, n_prompt: int, rows: int = 1) -> dict[str, Any]:
+        """Row i of the batch is sample i (seed + i)."""
+        from transformers import LogitsProcessorList
+
         max_new = params.max_tokens
         if self._info.context_window is not None:
             max_new = min(max_new, self._info.context_window - n_prompt)
@@ -122,15 +186,25 @@ class TransformersModel:
             if self.tokenizer.pad_token_id is not None
             else self.tokenizer.eos_token_id,
         }
+        # Always "greedy" for transformers; at temperature > 0 our processor has already drawn each
+        # row's token and left it the only one possible.
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.temperature > 0:
-            kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            seeds = [params.seed + i for i in range(rows)]
+            kw["logits_processor"] = LogitsProcessorList(
+                [SeededSampler(seeds, params.temperature, params.top_p, self.device)]
+            )
         if params.stop:
             kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         return kw
 
-    def _finish(self, ids: list[int], params: SamplingParams) -> tuple[str, int, str]:
+    def _finish(self, ids: list[int], params: SamplingParams, padded: bool = False) -> tuple[str, int, str]:
+        """`padded`: a row of a batch, filled with pad tokens after it stopped (a stop string) while
+        others went on; those are not the model's tokens."""
+        pad = self.tokenizer.pad_token_id
+        if padded and pad is not None:
+            while ids and ids[-1] == pad:
+                ids = ids[:-1]
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -154,14 +228,17 @@ class TransformersModel:
 
         enc = self._inputs(messages)
         n_prompt = int(enc["input_ids"].shape[1])
+        # Greedy samples are all the same text: generate it once.
+        rows = params.n if params.temperature > 0 else 1
+        inputs = {k: v.repeat(rows, 1) for k, v in enc.items()} if rows > 1 else dict(enc)
         with self._lock, torch.inference_mode():
-            torch.manual_seed(params.seed)
             start = time.perf_counter()
-            out = self.model.generate(**enc, num_return_sequences=params.n, **self._gen_kwargs(params, n_prompt))
+            out = self.model.generate(**inputs, **self._gen_kwargs(params, n_prompt, rows))
             latency = time.perf_counter() - start
         results = []
         for i in range(params.n):
-            text, n_out, finish = self._finish(out[i, n_prompt:].tolist(), params)
+            row = out[min(i, rows - 1), n_prompt:].tolist()
+            text, n_out, finish = self._finish(row, params, padded=rows > 1)
             results.append(
                 Completion(
                     text=text,
@@ -193,7 +270,6 @@ class TransformersModel:
                 streamer.end()  # type: ignore[no-untyped-call]
 
         with self._lock:
-            torch.manual_seed(params.seed)
             start = time.perf_counter()
             first: float | None = None
             thread = threading.Thread(target=work, daemon=True)
@@ -225,5 +301,24 @@ class TransformersModel:
             prompt_tokens_evaluated=n_prompt,
         )
 
+    def memory_bytes(self) -> int:
+        """Weights and buffers where they live (GPU memory for a CUDA model): what staying resident costs."""
+        return int(self.model.get_memory_footprint())
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
     def close(self) -> None:
-        self.model = None
+        """Give the memory back now, not at the next garbage collection: on a GPU, the caching
+        allocator keeps freed blocks until `empty_cache`, and the next model would not fit."""
+        with self._lock:
+            model, self.model = self.model, None
+        if model is None:
+            return
+        del model
+        gc.collect()
+        if self.on_gpu:
+            import torch
+
+            torch.cuda.empty_cache()

@@ -53,6 +53,14 @@ def _quiet_llama(path: Path, **kwargs: Any) -> Any:
         raise ModelUnavailable(f"cannot load {path}: {exc} (truncated or not a GGUF file?)") from None
 
 
+def default_gpu_layers() -> int:
+    """Every layer on the GPU when this llama.cpp build can offload (CUDA, Metal, ...), else none:
+    a GPU build that keeps the default 0 silently runs on the CPU."""
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
 def template_from_gguf(metadata: dict[str, str], path: Path, override: str | None) -> str:
     """The chat template to use: the user's file if given, else the GGUF's own, else refuse."""
     if override is not None:
@@ -104,6 +112,7 @@ class LlamaCppModel:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
         chat_template: str | None = None,
         cache_reuse: bool = True,
         source: str = "",
@@ -111,7 +120,8 @@ class LlamaCppModel:
         self.path = path
         self.cache_reuse = cache_reuse
         self._lock = threading.Lock()
-        kwargs: dict[str, Any] = {"n_ctx": n_ctx}
+        self.n_gpu_layers = default_gpu_layers() if n_gpu_layers is None else n_gpu_layers
+        kwargs: dict[str, Any] = {"n_ctx": n_ctx, "n_gpu_layers": self.n_gpu_layers}
         # llama-cpp-python assumes hyperthreads and uses half the cores; a 2-core laptop or CI
         # runner then generates on one. Use every core unless told otherwise.
         # Two llama.cpp processes on the same cores thrash (their threads spin): $MENDLAB_THREADS caps it.
@@ -141,7 +151,7 @@ class LlamaCppModel:
             backend="llama.cpp",
             source=source or str(path),
             context_window=self.n_ctx,
-            extra={"n_ctx_train": str(self.llm._model.n_ctx_train())},
+            extra={"n_ctx_train": str(self.llm._model.n_ctx_train()), "n_gpu_layers": str(self.n_gpu_layers)},
         )
 
     @property

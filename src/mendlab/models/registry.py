@@ -8,6 +8,7 @@ mendlab.toml:
     [models.my-llama]              # a GGUF file through llama.cpp
     backend = "llama.cpp"
     path = "~/models/llama-3.1-8b-instruct.Q4_K_M.gguf"
+    n_ctx = 8192                   # optional; n_gpu_layers = -1 (all) by default on a GPU build
 
     [models.my-hf]                 # an HF folder through transformers
     backend = "transformers"
@@ -50,7 +51,8 @@ class ModelSpec:
     chat_template: str | None = None  # a Jinja file path, only when the model has none of its own
     n_ctx: int = 4096
     n_threads: int | None = None
-    dtype: str = "float32"
+    n_gpu_layers: int | None = None  # llama.cpp layers offloaded: None = all (-1) on a GPU build, else 0
+    dtype: str = "auto"  # transformers: bfloat16 (float16 without bf16) on CUDA, float32 on the CPU
     device: str = "auto"
     base_url: str | None = None
     model: str | None = None  # the remote model name for the openai backend
@@ -214,6 +216,7 @@ _STR_FIELDS = {
     "license",
 }
 _BOOL_FIELDS = {"chat"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _line_of(text: str, name: str, key: str | None = None) -> int:
@@ -242,7 +245,10 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
         raise ConfigError(f"{where}:{_line_of(text, name)}: models.{name} must be a table")
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
-        if key in _INT_FIELDS:
+        if key == "n_gpu_layers":
+            if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+                raise fail(key, "field 'n_gpu_layers' must be an integer >= -1 (-1: every layer on the GPU, 0: none)")
+        elif key in _INT_FIELDS:
             least = 0 if key == "max_retries" else 1  # no retries is a choice (fail fast)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise fail(key, f"field {key!r} must be {'0 or more' if least == 0 else 'a positive integer'}")
@@ -255,6 +261,8 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
                 raise fail(key, f"field {key!r} must be a non-empty string")
             if "\0" in value:  # no file name holds one: Path() would fail later, with a traceback
                 raise fail(key, f"field {key!r} holds a NUL character")
+            if key == "dtype" and value not in DTYPES:
+                raise fail(key, f"field 'dtype': {value!r} is not one of: {', '.join(DTYPES)}")
         elif key in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise fail(key, f"field {key!r} must be true or false")
