@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mendlab.arena.app import ArenaApp
-from mendlab.arena.pool import MemoryBudgetError, ModelPool
+from mendlab.arena.pool import MemoryBudgetError, ModelPool, estimate_bytes
 from mendlab.arena.ratings import fit, leaderboard
 from mendlab.arena.session import (
     ArenaState,
@@ -31,8 +31,8 @@ from mendlab.arena.session import (
 )
 from mendlab.conversation import Conversation
 from mendlab.dialogs.scenario import load_scenario
-from mendlab.models import model_path
-from mendlab.models.base import Completion, Message, SamplingParams
+from mendlab.models import memory_kind, model_path
+from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams
 from mendlab.models.registry import ModelSpec, Registry
 from tests.conftest import MENDLAB, cli_env
 
@@ -603,3 +603,85 @@ def test_export_command_leaves_nothing_behind_when_it_fails(tmp_path: Path, monk
     result = CliRunner().invoke(cli, ["--db", str(db), "export", "--arena", "-o", str(out)])
     assert result.exit_code != 0
     assert list(out.parent.iterdir()) == []
+
+
+class _DeviceMemory:
+    """GPU memory as the driver reports it: what a model placed on the GPU holds is not free."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.free, self.reads = total, total, 0
+
+    def __call__(self) -> tuple[int, int]:
+        self.reads += 1
+        return self.free, self.total
+
+
+class _Resident:
+    """Stands in for a loaded model in the pool's accounting: holds memory, answers nothing."""
+
+    def __init__(self, spec: ModelSpec, device: _DeviceMemory) -> None:
+        self.spec, self.device = spec, device
+        self.size = estimate_bytes(spec)
+        self.on_gpu = memory_kind(spec) == "gpu"
+        if self.on_gpu:
+            self.device.free -= self.size
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.spec.name, backend=self.spec.backend, source="test")
+
+    def chat(self, messages: Any, params: SamplingParams) -> list[Completion]:
+        raise NotImplementedError
+
+    def stream(self, messages: Any, params: SamplingParams) -> Any:
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if self.on_gpu:
+            self.device.free += self.size
+
+
+def test_a_cuda_model_counts_against_gpu_memory_not_ram(tmp_path: Path) -> None:
+    def weights(name: str, mb: int, **kw: Any) -> ModelSpec:
+        folder = tmp_path / name
+        folder.mkdir()
+        with (folder / "model.safetensors").open("wb") as f:
+            f.truncate(mb * MB)  # sparse: only its size matters
+        return ModelSpec(name=name, path=str(folder), origin="test", **kw)
+
+    cuda = {"backend": "transformers", "device": "cuda"}
+    specs = [
+        weights("gpu-a", 400, **cuda),
+        weights("gpu-b", 400, **cuda),
+        weights("gpu-c", 400, **cuda),
+        weights("gpu-huge", 950, **cuda),
+        weights("cpu", 150, backend="transformers", device="cpu"),
+    ]
+    assert [memory_kind(s) for s in specs] == ["gpu"] * 4 + ["ram"]
+    device = _DeviceMemory(1000 * MB)
+    registry = Registry({s.name: s for s in specs})
+    pool = ModelPool(
+        registry, 200 * MB, local_parallel=3, loader=lambda s: _Resident(s, device), device_memory=device, wait_s=0.2
+    )
+    with pool.use("cpu"):
+        pass
+    assert device.reads == 0  # a pool without GPU models never asks the GPU
+    for name in ("gpu-a", "gpu-b"):  # 800 MB: far over the RAM budget, within 90% of the GPU's
+        with pool.use(name):
+            pass
+    assert device.reads == 1 and pool.used("gpu") == 800 * MB and pool.used("ram") == 150 * MB
+    with pool.use("gpu-c"):
+        # The GPU is full: the least recently used GPU model went, the RAM one stayed.
+        assert pool.status("gpu-a") == "evicted" and pool.status("cpu") == "ready"
+        assert device.free == 200 * MB and pool.used("gpu") == 800 * MB
+        with pytest.raises(MemoryBudgetError, match=r"no room for 'gpu-huge'"), pool.use("gpu-huge"):
+            pass  # gpu-c is in use: gpu-b went, and still 950 MB do not fit
+    assert pool.status("gpu-b") == "evicted" and pool.status("cpu") == "ready"
+    alone = r"needs 0\.93 GiB of GPU memory but the arena's GPU budget is 0\.88 GiB \(90% of the 0\.98 GiB that were"
+    with pytest.raises(MemoryBudgetError, match=alone), pool.use("gpu-huge"):
+        pass
+    pool.close()
+    assert device.free == device.total
