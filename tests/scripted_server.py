@@ -9,10 +9,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Policy = Callable[[list[dict[str, str]]], str]
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """A policy's answer as OpenAI `tool_calls`: (name, arguments) pairs, the arguments a dict (sent as
+    its JSON) or a string sent as it is (a model's broken JSON)."""
+
+    calls: tuple[tuple[str, dict[str, object] | str], ...]
+    content: str | None = None
+
+    def message(self) -> dict[str, object]:
+        return {
+            "role": "assistant",
+            "content": self.content,
+            "tool_calls": [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+                }
+                for i, (name, args) in enumerate(self.calls)
+            ],
+        }
+
+
+Policy = Callable[[list[dict[str, str]]], "str | ToolCalls"]
 
 
 class ScriptedServer:
@@ -83,9 +108,13 @@ class ScriptedServer:
                 finally:
                     with server._lock:
                         server.in_flight -= 1
-                for stop in body.get("stop") or []:
-                    if stop and stop in text:
-                        text = text[: text.index(stop)]
+                if isinstance(text, ToolCalls):
+                    message, finish = text.message(), "tool_calls"
+                else:
+                    for stop in body.get("stop") or []:
+                        if stop and stop in text:
+                            text = text[: text.index(stop)]
+                    message, finish = {"role": "assistant", "content": text}, "stop"
                 self._send(
                     200,
                     {
@@ -93,9 +122,7 @@ class ScriptedServer:
                         "object": "chat.completion",
                         "created": int(time.time()),
                         "model": body.get("model", "scripted"),
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                        ],
+                        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                     },
                 )

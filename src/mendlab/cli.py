@@ -320,6 +320,7 @@ def run(
 ) -> None:
     """Run the calendar experiments on models side by side; resumable, every transcript kept."""
     from mendlab.dialogs.runner import CalendarConfig, parse_rungs, run_experiments
+    from mendlab.dialogs.scenario import load_scenario, with_tools
 
     settings = _settings(ctx)
     cfg = CalendarConfig(
@@ -331,7 +332,7 @@ def run(
         critic=critic,
         attempts=attempts,
         per_kind=per_kind,
-        params=_params(1, temperature, 1.0, max_tokens, seed, []),
+        params=with_tools(_params(1, temperature, 1.0, max_tokens, seed, []), load_scenario(scenario)),
     )
     shown = Recorder() if as_json else console
     run_experiments(

@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FENCE_RE = re.compile(r"```[a-zA-Z0-9_+-]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
+THINK_RE = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+THINK_END = "</think>"
+
+
+def strip_reasoning(reply: str) -> str:
+    """The reply without a reasoning model's `<think>…</think>` block: what it thought is neither its
+    answer's chatter nor a call it made. One cut short by the token limit runs to the end; a lone
+    `</think>` (the opening tag was in the chat template) ends the thinking before it."""
+    text = THINK_RE.sub(" ", reply)
+    end = text.lower().rfind(THINK_END)
+    return text[end + len(THINK_END) :] if end >= 0 else text
 
 
 class NotLiteral:
@@ -58,7 +69,10 @@ _BINOPS: dict[type, Any] = {
 
 
 def literal(node: ast.AST, source: str = "") -> Any:
-    """The value of a literal or of literal arithmetic; NotLiteral for anything else."""
+    """The value of a literal or of literal arithmetic; NotLiteral for anything else. True and False
+    are values (a flag's), never numbers."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, bool):
+        return node.value
     if (
         isinstance(node, ast.Constant)
         and isinstance(node.value, (str, int, float))
@@ -67,11 +81,11 @@ def literal(node: ast.AST, source: str = "") -> Any:
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v = literal(node.operand, source)
-        if isinstance(v, (int, float)):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
             return -v if isinstance(node.op, ast.USub) else v
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = literal(node.left, source), literal(node.right, source)
-        if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        if _num(left) and _num(right):
             if isinstance(node.op, (ast.Div, ast.FloorDiv)) and right == 0:
                 return NotLiteral(ast.get_source_segment(source, node) or "?")
             if abs(left) < 1e9 and abs(right) < 1e9:  # no 9**9**9 games: only + - * / on small numbers
@@ -80,6 +94,10 @@ def literal(node: ast.AST, source: str = "") -> Any:
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
             return left + right
     return NotLiteral(ast.get_source_segment(source, node) or ast.dump(node)[:40])
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _call_name(func: ast.expr) -> tuple[str | None, str] | None:
@@ -186,7 +204,8 @@ def _from_line(line: str, obj: str, functions: set[str]) -> tuple[list[Call], li
 
 
 def extract_calls(reply: str, obj: str, functions: set[str]) -> Extraction:
-    """All API-looking calls in `reply`, plus the chatter around them."""
+    """All API-looking calls in `reply`, plus the chatter around them (its reasoning is neither)."""
+    reply = strip_reasoning(reply)
     fences = list(FENCE_RE.finditer(reply))
     if fences:
         calls: list[Call] = []

@@ -8,27 +8,22 @@ rungs separates "cannot find the mistake" from "cannot apply the fix".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from mendlab.dialogs.api import Api, Param
 from mendlab.dialogs.scenario import ExpectedCall, Scenario
 from mendlab.models import ChatModel, Message, SamplingParams
 
 Rung = Literal["vague", "pointed", "explicit"]
 RUNGS: tuple[Rung, ...] = ("vague", "pointed", "explicit")
 
+# What the pointed and explicit rungs say about the errors every API can have; those of a parameter
+# are worded from its declaration (`_pointed_param`, `_explicit_param`).
 POINTED = {
     "no_call": "Just the API call please.",
     "syntax_error": "That is not valid code.",
     "unknown_function": "Wrong API: that function does not exist.",
     "wrong_function": "Wrong API call.",
-    "wrong_event": "It's the wrong event.",
-    "wrong_year": "The year is wrong.",
-    "wrong_date": "The date is wrong.",
-    "date_format": "Respect the date format.",
-    "time_12h": "Time in 24h format.",
-    "wrong_time": "The time is wrong.",
-    "time_format": "Respect the time format.",
-    "wrong_duration": "The duration is wrong.",
     "missing_argument": "An argument is missing.",
     "extra_argument": "There is an argument too many.",
     "extra_call": "Just one API call please.",
@@ -36,27 +31,70 @@ POINTED = {
 }
 
 
+def _pointed_param(error: str, p: Param, api: Api) -> str:
+    coll = api.key_of(p.name)
+    if coll is not None:
+        return f"It's the wrong {coll.item}."
+    if error == "wrong_year":
+        return "The year is wrong."
+    if error in ("date_format", "time_format"):
+        return f"Respect the {p.words} format."
+    if error == "time_12h":
+        return f"{p.words[:1].upper()}{p.words[1:]} in 24h format."
+    return f"The {p.words} is wrong."
+
+
+def pointed(error: str, want: ExpectedCall, scenario: Scenario) -> str:
+    """The pointed rung's sentence: which part is wrong, not what it should be."""
+    if error in POINTED:
+        return POINTED[error]
+    p = scenario.api.param_for(error, want.function)
+    return _pointed_param(error, p, scenario.api) if p is not None else "That's not right."
+
+
+def _explicit_param(error: str, p: Param, value: Any, api: Api) -> str:
+    if api.key_of(p.name) is not None:
+        return f'This is about "{value}".'
+    if error == "wrong_year":
+        return f"Use the year {str(value)[:4]}."
+    if error == "wrong_date":
+        return f"The {p.words} is {value}."
+    if error in ("date_format", "time_format"):
+        return f'Write the {p.words} as {p.name}="{value}".'
+    if error == "time_12h":
+        return f'Write the {p.words} in 24h format: {p.name}="{value}".'
+    if error == "wrong_time":
+        return f'The {p.words} is "{value}".'
+    shown = f'"{value}"' if isinstance(value, str) else str(value)
+    return f"The {p.words} is {shown}{' ' + p.unit if p.unit else ''}."
+
+
+def _give(names: Sequence[str]) -> str:
+    if len(names) == 1:
+        return f"Give the {names[0]}."
+    return f"Give all of {', '.join(names[:-1])} and {names[-1]}."
+
+
 def _explicit(error: str, want: ExpectedCall, scenario: Scenario) -> str:
     api = scenario.api
     fn = f"{api.object}.{want.function}"
-    return {
+    generic = {
         "no_call": f"Reply with one line of code only: a call to {fn}.",
         "syntax_error": f"That does not parse. Reply with one valid call to {fn}.",
         "unknown_function": f"That function does not exist: use {fn}.",
         "wrong_function": f"Use {fn} here.",
-        "wrong_event": f'This is about "{want.title}".',
-        "wrong_year": f"Use the year {want.date[:4]}.",
-        "wrong_date": f"The date is {want.date}.",
-        "date_format": f'Write the date as date="{want.date}".',
-        "time_12h": f'Write the time in 24h format: time="{want.time}".',
-        "wrong_time": f'The time is "{want.time}".',
-        "time_format": f'Write the time as time="{want.time}".',
-        "wrong_duration": f"The duration is {want.duration} minutes.",
-        "missing_argument": "Give all of title, date and time.",
+        "missing_argument": _give(api.required(want.function)) if api.required(want.function) else "",
         "extra_argument": "Use only the arguments of the API.",
         "extra_call": f"Only one call to {fn}.",
         "chatter": "Only the line of code, no other text.",
-    }.get(error, "That's not right.")
+    }
+    if generic.get(error):
+        return generic[error]
+    p = api.param_for(error, want.function)
+    value = want.value(p.name) if p is not None else None
+    if p is None or value is None:
+        return "That's not right."
+    return _explicit_param(error, p, value, api)
 
 
 FEEDBACK = "feedback:"  # `Message.origin` of a user turn that is feedback: "feedback:pointed", "feedback:critic"
@@ -91,7 +129,7 @@ def rule_feedback(errors: Sequence[str], want: ExpectedCall, scenario: Scenario,
         return "That's not right."
     top = named_errors(errors, rung)
     if rung == "pointed":
-        sentences = dict.fromkeys(POINTED[e] for e in top)  # ordered, deduplicated
+        sentences = dict.fromkeys(pointed(e, want, scenario) for e in top)  # ordered, deduplicated
         return " ".join(sentences)
     return " ".join(dict.fromkeys(_explicit(e, want, scenario) for e in top))
 

@@ -19,41 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mendlab.dialogs.api import DATE_RE, TIME_RE, Api, Param
 from mendlab.dialogs.calls import Call, extract_calls
 from mendlab.dialogs.feedback import named_errors, rung_of
-from mendlab.dialogs.scenario import DATE_RE, TIME_RE, ExpectedCall, Scenario
+from mendlab.dialogs.scenario import ExpectedCall, Scenario
 from mendlab.models.base import Message
 
-# Ordered by how much they matter: feedback names the first ones.
-ERRORS = (
-    "no_call",
-    "syntax_error",
-    "unknown_function",
-    "wrong_function",
-    "wrong_event",
-    "wrong_year",
-    "wrong_date",
-    "date_format",
-    "time_12h",
-    "wrong_time",
-    "time_format",
-    "wrong_duration",
-    "missing_argument",
-    "extra_argument",
-    "extra_call",
-    "chatter",
-)
 GARBAGE = {"no_call", "syntax_error"}
 CHECK, MUSHROOM, RECURRING, BROCCOLI, FIRE, FIRE2 = "✓", "🍄", "(🍄)", "🥦", "🔥", "🔥🔥"
 
 MONTHS = {
     m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)
 }
-
-
-def _order(errors: Sequence[str]) -> tuple[str, ...]:
-    seen = set(errors)
-    return tuple(e for e in ERRORS if e in seen)
 
 
 def loose_date(text: str) -> tuple[int | None, int, int] | None:
@@ -131,17 +108,41 @@ def _check_time(value: Any, want: str) -> list[str]:
 def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value):
         return float(value)
     return None
 
 
+def _text(value: Any) -> str:
+    return " ".join(str(value).lower().split())
+
+
+def check_value(api: Api, param: Param, value: Any, want: Any) -> list[str]:
+    """The errors of one argument, by its declaration: a date or a time by its format, a number by
+    its value however written (60*3, "180"), a word of an enum or a plain string without regard to
+    case or spacing, a flag only as a bool."""
+    if param.format == "date":
+        return _check_date(value, str(want))
+    if param.format == "time24":
+        return _check_time(value, str(want))
+    wrong = [api.value_error(param.name)]
+    if param.type in ("int", "float"):
+        got = _number(value)
+        return [] if got is not None and abs(got - float(want)) < 1e-9 else wrong
+    if param.type == "bool":
+        return [] if isinstance(value, bool) and value == want else wrong
+    return [] if isinstance(value, str) and _text(value) == _text(want) else wrong
+
+
 def check_call(call: Call, expected: ExpectedCall, scenario: Scenario) -> list[str]:
-    """The errors of one call against the expected one, field by field."""
+    """The errors of one call against the expected one, field by field. The arguments it has are
+    checked against the expected call's (a parameter the expected call lacks is not), a defaulted
+    one as its default, the item's name by the item's words."""
     api = scenario.api
-    params = api.params.get(call.function)
-    if params is None or (call.obj is not None and call.obj != api.object):
+    fn = api.functions.get(call.function)
+    if fn is None or (call.obj is not None and call.obj != api.object):
         return ["unknown_function"]
+    params = fn.params
     errors: list[str] = []
     if call.function != expected.function:
         errors.append("wrong_function")
@@ -156,23 +157,22 @@ def check_call(call: Call, expected: ExpectedCall, scenario: Scenario) -> list[s
             fields[key] = value
         else:
             errors.append("extra_argument")
-    for req in api.required[call.function]:
+    for req in api.required(call.function):
         if req not in fields:
             errors.append("missing_argument")
-    if "title" in fields:
-        title = fields["title"]
-        spec = scenario.events[expected.event]
-        if not isinstance(title, str) or not spec.named_by(title):
-            errors.append("wrong_event")
-    if "date" in fields:
-        errors += _check_date(fields["date"], expected.date)
-    if "time" in fields:
-        errors += _check_time(fields["time"], expected.time)
-    if call.function == api.add and expected.duration is not None:
-        got = _number(fields.get("duration", api.default_duration))
-        if got is None or got != expected.duration:
-            errors.append("wrong_duration")
-    return list(_order(errors))
+    want = dict(expected.args)
+    item = scenario.items[expected.item]
+    for name in params:
+        param = api.params[name]
+        if name not in want or (name not in fields and param.default is None):
+            continue
+        value = fields.get(name, param.default)
+        if name == item.param:
+            if not isinstance(value, str) or not item.named_by(value):
+                errors.append(api.value_error(name))
+        else:
+            errors += check_value(api, param, value, want[name])
+    return list(api.order(errors))
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class ReplyCheck:
 
 def check_reply(reply: str, expected: ExpectedCall, scenario: Scenario) -> ReplyCheck:
     api = scenario.api
-    ext = extract_calls(reply, api.object, set(api.params))
+    ext = extract_calls(reply, api.object, set(api.functions))
     if not ext.calls:
         return ReplyCheck(("syntax_error",) if ext.syntax_error else ("no_call",), False, None)
     scored = [(check_call(c, expected, scenario), i, c) for i, c in enumerate(ext.calls)]
@@ -195,7 +195,7 @@ def check_reply(reply: str, expected: ExpectedCall, scenario: Scenario) -> Reply
     if ext.chatter:
         errors.append("chatter")
     valid = "unknown_function" not in errors
-    return ReplyCheck(_order(errors), valid, best)
+    return ReplyCheck(api.order(errors), valid, best)
 
 
 @dataclass(frozen=True)

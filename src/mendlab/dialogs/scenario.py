@@ -1,95 +1,85 @@
-"""Scenarios are data: a system prompt, an API, a hidden world and scripted turns with their effects.
+"""Scenarios are data: a system prompt, a declared API, a hidden world and scripted turns with their effects.
 
 The truth of a turn is not a string but a change of state: "add this event", "change that one's
-duration", "remove that one". The expected call of each turn is derived from the simulated calendar
-as it stands, so "the same day" and "cancel the meeting with Fred" mean what they meant when the
-event was created. Errors in a scenario file name the file, the line and the field.
+duration", "remove that one". The expected call of each turn is derived from the simulated world as
+it stands and from the API's declaration (which function adds, sets or removes items of that
+collection, with which parameters), so "the same day" and "cancel the meeting with Fred" mean what
+they meant when the event was created. Errors in a scenario file name the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any, Literal
 
+from mendlab.dialogs.api import DATE_RE, TIME_RE, Api, Param, Value, file_value, legacy_api, parse_api, render_call
 from mendlab.errors import ConfigError
+from mendlab.models.base import SamplingParams
 from mendlab.yamlfile import LocatedYaml, builtin_or_file
 
-EffectKind = Literal["add", "update", "remove"]
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+__all__ = ["DATE_RE", "TIME_RE", "Change", "ExpectedCall", "ItemSpec", "Record", "Scenario", "load_scenario"]
+
+ChangeKind = Literal["add", "update", "remove"]
+Mode = Literal["text", "tool_calls"]
+MODES = ("text", "tool_calls")
+Fields = tuple[tuple[str, Value], ...]
 
 
 @dataclass(frozen=True)
-class EventSpec:
+class ItemSpec:
+    """Something the script talks about (an event, a room's light): named by its key value, and
+    recognised in a model's call by any of its words."""
+
     key: str
-    title: str
+    collection: str
+    param: str  # the collection's key parameter ("title")
+    name: str  # its value for this item ("Meeting with Fred")
     words: tuple[str, ...]
 
-    def named_by(self, title: str) -> bool:
-        low = title.lower()
+    def named_by(self, value: str) -> bool:
+        low = value.lower()
         return any(w in low for w in self.words)
 
 
 @dataclass(frozen=True)
-class Event:
-    key: str | None  # which scripted event this is; None for one the script never meant
-    title: str
-    date: str
-    time: str
-    duration: int
+class Record:
+    """An item as the hidden world holds it: every field, the key's included."""
+
+    item: str | None  # which scripted item this is; None for one the script never meant
+    fields: Fields
+
+    def get(self, name: str) -> Value | None:
+        return dict(self.fields).get(name)
 
 
 @dataclass(frozen=True)
-class Effect:
-    kind: EffectKind
-    event: str
-    date: str | None = None
-    time: str | None = None
-    duration: int | None = None
+class Change:
+    kind: ChangeKind
+    item: str
+    fields: Fields = ()  # the fields the turn sets (an add's defaults filled in)
 
 
 @dataclass(frozen=True)
 class Step:
     turn: int  # 1-based position among the scripted user turns
     user: str
-    effect: Effect | None  # None for a scripted feedback turn
+    effect: Change | None  # None for a scripted feedback turn
     feedback: bool = False
-
-
-@dataclass(frozen=True)
-class Api:
-    object: str
-    add: str
-    remove: str
-    default_duration: int
-
-    @property
-    def params(self) -> dict[str, tuple[str, ...]]:
-        return {self.add: ("title", "date", "time", "duration"), self.remove: ("title", "date", "time")}
-
-    @property
-    def required(self) -> dict[str, tuple[str, ...]]:
-        return {self.add: ("title", "date", "time"), self.remove: ("title", "date", "time")}
 
 
 @dataclass(frozen=True)
 class ExpectedCall:
     function: str
-    event: str
-    title: str
-    date: str
-    time: str
-    duration: int | None  # None for a removal
+    item: str
+    args: Fields  # in the function's parameter order
+
+    def value(self, name: str) -> Value | None:
+        return dict(self.args).get(name)
 
     def render(self, api: Api) -> str:
-        if self.duration is None:
-            return f'{api.object}.{self.function}("{self.title}", "{self.date}", "{self.time}")'
-        return (
-            f'{api.object}.{self.function}("{self.title}", date="{self.date}", time="{self.time}", '
-            f"duration={self.duration})"
-        )
+        return render_call(api, self.function, self.args)
 
 
 @dataclass(frozen=True)
@@ -104,11 +94,12 @@ class Scenario:
     description: str
     system_prompt: str
     api: Api
-    today: dt.date
-    calendar: tuple[Event, ...]
-    events: dict[str, EventSpec]
+    today: dt.date | None
+    world: tuple[Record, ...]
+    items: dict[str, ItemSpec]
     steps: tuple[Step, ...]
     mistakes: tuple[SeedMistake, ...] = ()
+    mode: Mode = "text"  # tool_calls: the requests carry the API as `tools`, and answers come as tool calls
 
     def target_step(self, index: int) -> Step:
         """The step a turn is graded against: a feedback turn is graded as a fix of the one before."""
@@ -117,37 +108,28 @@ class Scenario:
             i -= 1
         return self.steps[i]
 
-    def states(self) -> list[tuple[Event, ...]]:
-        """The true calendar before each step, and after the last (len = steps + 1)."""
-        state = self.calendar
+    def states(self) -> list[tuple[Record, ...]]:
+        """The true world before each step, and after the last (len = steps + 1)."""
+        state = self.world
         out = [state]
         for step in self.steps:
             if step.effect is not None:
-                state = apply_effect(state, step.effect, self.events)
+                state = apply_change(state, step.effect, self.items)
             out.append(state)
         return out
 
     def expected(self, index: int) -> ExpectedCall:
-        """The call that step `index` (0-based) asks for, given the true calendar before it."""
+        """The call that step `index` (0-based) asks for, given the true world before it."""
         target = self.target_step(index)
         assert target.effect is not None
+        change = target.effect
         before = self.states()[target.turn - 1]
-        eff = target.effect
-        spec = self.events[eff.event]
-        if eff.kind == "add":
-            assert eff.date and eff.time and eff.duration is not None
-            return ExpectedCall(self.api.add, eff.event, spec.title, eff.date, eff.time, eff.duration)
-        current = next(e for e in before if e.key == eff.event)
-        if eff.kind == "update":
-            return ExpectedCall(
-                self.api.add,
-                eff.event,
-                current.title,
-                eff.date or current.date,
-                eff.time or current.time,
-                eff.duration if eff.duration is not None else current.duration,
-            )
-        return ExpectedCall(self.api.remove, eff.event, current.title, current.date, current.time, None)
+        fn = self.api.function_for(change.kind, self.items[change.item].collection)
+        assert fn is not None  # checked when the file was read
+        after = apply_change(before, change, self.items) if change.kind != "remove" else before
+        record = next(r for r in after if r.item == change.item)
+        values = dict(record.fields)
+        return ExpectedCall(fn.name, change.item, tuple((p, values[p]) for p in fn.params if p in values))
 
     def step_for_user_text(self, text: str, after: int = -1) -> int | None:
         """The first scripted step after step `after` whose user turn is `text`."""
@@ -157,109 +139,171 @@ class Scenario:
                 return i
         return None
 
+    def tools(self) -> tuple[str, ...]:
+        """The API as OpenAI `tools`, for a request of a scenario in tool_calls mode."""
+        return self.api.tools()
+
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def apply_effect(state: tuple[Event, ...], eff: Effect, events: dict[str, EventSpec]) -> tuple[Event, ...]:
-    if eff.kind == "add":
-        assert eff.date and eff.time and eff.duration is not None
-        new = Event(eff.event, events[eff.event].title, eff.date, eff.time, eff.duration)
-        return (*[e for e in state if e.key != eff.event], new)
-    if eff.kind == "update":
+def apply_change(state: tuple[Record, ...], change: Change, items: dict[str, ItemSpec]) -> tuple[Record, ...]:
+    if change.kind == "add":
+        spec = items[change.item]
+        new = Record(change.item, ((spec.param, spec.name), *change.fields))
+        return (*[r for r in state if r.item != change.item], new)
+    if change.kind == "update":
         return tuple(
-            replace(
-                e,
-                date=eff.date or e.date,
-                time=eff.time or e.time,
-                duration=eff.duration if eff.duration is not None else e.duration,
-            )
-            if e.key == eff.event
-            else e
-            for e in state
+            Record(r.item, tuple({**dict(r.fields), **dict(change.fields)}.items())) if r.item == change.item else r
+            for r in state
         )
-    return tuple(e for e in state if e.key != eff.event)
+    return tuple(r for r in state if r.item != change.item)
 
 
 # ---------------------------------------------------------------- loading, with lines for errors
 
 
-def _date(doc: LocatedYaml, value: Any, path: tuple[Any, ...]) -> str:
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, str) and DATE_RE.match(value):
-        try:
-            dt.date.fromisoformat(value)
-            return value
-        except ValueError:
-            pass
-    raise doc.fail(path, f"must be a date YYYY-MM-DD, got {value!r}")
+def _api(doc: LocatedYaml, root: dict[str, Any]) -> Api:
+    """The `api:` of a file: a declaration, the name of a built-in scenario whose API it shares, or the
+    older `{object, add, remove, default_duration}` (the built-in calendar API under other names)."""
+    if "api" not in root:
+        raise doc.fail((), "missing field 'api'")
+    value = root["api"]
+    if isinstance(value, str):
+        if value not in BUILTIN:
+            raise doc.fail(("api",), f"unknown built-in API {value!r} (built in: {', '.join(BUILTIN)}; or a mapping)")
+        return builtin_api(value)
+    if isinstance(value, dict) and "functions" not in value and ("add" in value or "remove" in value):
+        doc.known(value, ("api",), {"object", "add", "remove", "default_duration"})
+        return legacy_api(
+            builtin_api("calendar"),
+            doc.get(value, ("api",), "object", str),
+            doc.get(value, ("api",), "add", str),
+            doc.get(value, ("api",), "remove", str),
+            doc.get(value, ("api",), "default_duration", int),
+        )
+    return parse_api(doc, value, ("api",))
 
 
-def _time(doc: LocatedYaml, value: Any, path: tuple[Any, ...]) -> str:
-    if isinstance(value, str) and TIME_RE.match(value):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):  # YAML reads 17:00 unquoted as 1020
-        raise doc.fail(path, f'must be a quoted time "HH:MM" (YAML read {value} as minutes)')
-    raise doc.fail(path, f'must be a time "HH:MM" (24 h), got {value!r}')
+@cache
+def builtin_api(name: str) -> Api:
+    """The API a built-in scenario declares, for files that name it instead of declaring their own."""
+    text, where = builtin_or_file(name, "mendlab.dialogs", "scenarios", BUILTIN, "scenario")
+    doc = LocatedYaml(where, text, "scenario file")
+    if not isinstance(doc.data, dict) or not isinstance(doc.data.get("api"), dict):
+        raise ConfigError(f"{where}:1: the built-in scenario {name!r} does not declare its API")
+    return parse_api(doc, doc.data["api"], ("api",))
+
+
+def _fields(
+    doc: LocatedYaml, api: Api, collection: str, body: dict[str, Any], path: tuple[Any, ...], skip: set[str]
+) -> Fields:
+    """The fields a world record or a turn gives, each checked against its parameter's declaration."""
+    allowed = set(api.fields(collection)) - {api.collections[collection].key}
+    doc.known(body, path, allowed | skip)
+    return tuple(
+        (name, file_value(doc, api.params[name], body[name], (*path, name)))
+        for name in api.fields(collection)
+        if name in body and name in allowed
+    )
+
+
+def _defaults(api: Api, collection: str, given: Fields) -> Fields:
+    have = dict(given)
+    for name in api.fields(collection):
+        default = api.params[name].default
+        if name not in have and default is not None:
+            have[name] = default
+    return tuple(have.items())
+
+
+def _missing(api: Api, collection: str, given: Fields) -> list[str]:
+    key = api.collections[collection].key
+    have = dict(given)
+    return [n for n in api.fields(collection) if n != key and api.params[n].required and n not in have]
+
+
+def _ref(
+    doc: LocatedYaml, body: dict[str, Any], path: tuple[Any, ...], items: dict[str, ItemSpec], section: str
+) -> tuple[str, str]:
+    """(field, item key) of the item a record or turn is about: `item: KEY`, or `event: KEY`."""
+    field = "item" if "item" in body else "event"
+    key = doc.get(body, path, field, str)
+    if key not in items:
+        raise doc.fail((*path, field), f"unknown {field} {key!r} (not in {section})")
+    return field, key
 
 
 def parse_scenario(text: str, where: str) -> Scenario:
     doc = LocatedYaml(where, text, "scenario file")
     root = doc.data
     if not isinstance(root, dict):
-        raise ConfigError(f"{where}:1: a scenario is a mapping with name, system_prompt, api, world, events, turns")
-    doc.known(root, (), {"name", "description", "system_prompt", "api", "world", "events", "turns", "mistakes"})
+        raise ConfigError(f"{where}:1: a scenario is a mapping with name, system_prompt, api, world, items, turns")
+    doc.known(
+        root,
+        (),
+        {"name", "description", "system_prompt", "api", "world", "events", "items", "turns", "mistakes", "mode"},
+    )
     name = doc.get(root, (), "name", str)
     system_prompt = doc.get(root, (), "system_prompt", str)
-    api_d = doc.get(root, (), "api", dict)
-    doc.known(api_d, ("api",), {"object", "add", "remove", "default_duration"})
-    api = Api(
-        object=doc.get(api_d, ("api",), "object", str),
-        add=doc.get(api_d, ("api",), "add", str),
-        remove=doc.get(api_d, ("api",), "remove", str),
-        default_duration=doc.get(api_d, ("api",), "default_duration", int),
-    )
-    world = doc.get(root, (), "world", dict)
-    doc.known(world, ("world",), {"today", "calendar"})
-    today = dt.date.fromisoformat(_date(doc, world.get("today"), ("world", "today")))
-    events_d = doc.get(root, (), "events", dict)
-    events: dict[str, EventSpec] = {}
-    for key, ev in events_d.items():
-        p: tuple[Any, ...] = ("events", key)
-        if not isinstance(ev, dict):
-            raise doc.fail(p, "must be a mapping with title and words")
-        doc.known(ev, p, {"title", "words"})
-        words = doc.get(ev, p, "words", list)
-        if not words or not all(isinstance(w, str) and w.strip() for w in words):
-            raise doc.fail((*p, "words"), "must be a non-empty list of words that identify the event")
-        events[str(key)] = EventSpec(str(key), doc.get(ev, p, "title", str), tuple(w.lower() for w in words))
+    api = _api(doc, root)
+    mode = doc.get(root, (), "mode", str, required=False) or "text"
+    if mode not in MODES:
+        raise doc.fail(("mode",), f"unknown mode (expected one of: {', '.join(MODES)})")
 
-    calendar: list[Event] = []
-    for i, item in enumerate(world.get("calendar") or []):
-        p = ("world", "calendar", i)
+    section = "items" if "items" in root else "events"
+    if "items" in root and "events" in root:
+        raise doc.fail(("events",), "give the items once, under items (or events)")
+    items_d = doc.get(root, (), section, dict)
+    items: dict[str, ItemSpec] = {}
+    only = next(iter(api.collections)) if len(api.collections) == 1 else None
+    for key, item in items_d.items():
+        p: tuple[Any, ...] = (section, key)
         if not isinstance(item, dict):
-            raise doc.fail(p, "must be a mapping")
-        doc.known(item, p, {"event", "date", "time", "duration"})
-        key = doc.get(item, p, "event", str)
-        if key not in events:
-            raise doc.fail((*p, "event"), f"unknown event {key!r} (not in events)")
-        calendar.append(
-            Event(
-                key,
-                events[key].title,
-                _date(doc, item.get("date"), (*p, "date")),
-                _time(doc, item.get("time"), (*p, "time")),
-                doc.get(item, p, "duration", int),
+            raise doc.fail(p, "must be a mapping with its name and words")
+        coll = doc.get(item, p, "collection", str, required=only is None) or only
+        if coll not in api.collections:
+            raise doc.fail(
+                (*p, "collection"), f"unknown collection {coll!r} (the API has {', '.join(api.collections)})"
             )
-        )
+        param = api.collections[coll].key
+        doc.known(item, p, {param, "words", "collection"})
+        words = doc.get(item, p, "words", list)
+        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise doc.fail(
+                (*p, "words"), f"must be a non-empty list of words that identify the {api.collections[coll].item}"
+            )
+        items[str(key)] = ItemSpec(str(key), coll, param, doc.get(item, p, param, str), tuple(w.lower() for w in words))
+
+    world_d = doc.get(root, (), "world", dict, required=False) or {}
+    doc.known(world_d, ("world",), {"today", *api.collections})
+    today = None
+    if "today" in world_d:
+        today = dt.date.fromisoformat(str(file_value(doc, _DATE, world_d["today"], ("world", "today"))))
+    world: list[Record] = []
+    for coll in api.collections:
+        records = world_d.get(coll) or []
+        if not isinstance(records, list):
+            raise doc.fail(("world", coll), "must be a list of items")
+        for i, rec in enumerate(records):
+            p = ("world", coll, i)
+            if not isinstance(rec, dict):
+                raise doc.fail(p, "must be a mapping")
+            field, key = _ref(doc, rec, p, items, section)
+            if items[key].collection != coll:
+                raise doc.fail((*p, field), f"{key!r} is an item of {items[key].collection!r}, not {coll!r}")
+            given = _defaults(api, coll, _fields(doc, api, coll, rec, p, {field}))
+            missing = _missing(api, coll, given)
+            if missing:
+                raise doc.fail(p, f"missing field '{missing[0]}'")
+            world.append(Record(key, ((items[key].param, items[key].name), *given)))
 
     turns = doc.get(root, (), "turns", list)
     if not turns:
         raise doc.fail(("turns",), "must list at least one turn")
     steps: list[Step] = []
-    state = tuple(calendar)
+    state = tuple(world)
     for i, t in enumerate(turns):
         p = ("turns", i)
         if not isinstance(t, dict):
@@ -277,27 +321,28 @@ def parse_scenario(text: str, where: str) -> Scenario:
             continue
         if len(kinds) != 1:
             raise doc.fail(p, "needs exactly one of add, update, remove (or feedback: true)")
-        kind: EffectKind = kinds[0]  # type: ignore[assignment]
+        kind: ChangeKind = kinds[0]  # type: ignore[assignment]
         body = t[kind]
         bp = (*p, kind)
         if not isinstance(body, dict):
-            raise doc.fail(bp, "must be a mapping with an event")
-        doc.known(body, bp, {"event", "date", "time", "duration"})
-        ev_key = doc.get(body, bp, "event", str)
-        if ev_key not in events:
-            raise doc.fail((*bp, "event"), f"unknown event {ev_key!r} (not in events)")
-        date = _date(doc, body["date"], (*bp, "date")) if "date" in body else None
-        time = _time(doc, body["time"], (*bp, "time")) if "time" in body else None
-        duration = doc.get(body, bp, "duration", int, required=False)
-        if kind == "add" and (date is None or time is None):
-            raise doc.fail(bp, "an add needs date and time")
-        if kind == "add" and duration is None:
-            duration = api.default_duration
-        if kind != "add" and not any(e.key == ev_key for e in state):
-            raise doc.fail((*bp, "event"), f"event {ev_key!r} is not in the calendar at this turn")
-        effect = Effect(kind, ev_key, date, time, duration)
-        state = apply_effect(state, effect, events)
-        steps.append(Step(i + 1, user, effect))
+            raise doc.fail(bp, f"must be a mapping with the {section[:-1]} it is about")
+        field, key = _ref(doc, body, bp, items, section)
+        coll = items[key].collection
+        if api.function_for(kind, coll) is None:
+            raise doc.fail(bp, f"no function of the API can {kind} items of {coll!r}")
+        given = _fields(doc, api, coll, body, bp, {field})
+        if kind == "remove" and given:
+            raise doc.fail((*bp, given[0][0]), "a removal names its item only")
+        if kind == "add":
+            given = _defaults(api, coll, given)
+            missing = _missing(api, coll, given)
+            if missing:
+                raise doc.fail(bp, f"an add needs {' and '.join(missing)}")
+        elif not any(r.item == key for r in state):
+            raise doc.fail((*bp, field), f"{field} {key!r} is not in {coll!r} at this turn")
+        change = Change(kind, key, given)
+        state = apply_change(state, change, items)
+        steps.append(Step(i + 1, user, change))
 
     mistakes: list[SeedMistake] = []
     for i, m in enumerate(root.get("mistakes") or []):
@@ -316,14 +361,22 @@ def parse_scenario(text: str, where: str) -> Scenario:
         system_prompt=system_prompt,
         api=api,
         today=today,
-        calendar=tuple(calendar),
-        events=events,
+        world=tuple(world),
+        items=items,
         steps=tuple(steps),
         mistakes=tuple(mistakes),
+        mode=mode,  # type: ignore[arg-type]
     )
 
 
-BUILTIN = ("calendar", "dentist")
+_DATE = Param("today", format="date")
+BUILTIN = ("calendar", "dentist", "smarthome")
+
+
+def with_tools(params: SamplingParams, scenario: Scenario) -> SamplingParams:
+    """A run's sampling with the scenario's API as `tools` when it is played in tool_calls mode (a
+    text-mode scenario's requests stay as they were, keys and stored configs included)."""
+    return replace(params, tools=scenario.tools()) if scenario.mode == "tool_calls" else params
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -8,9 +8,10 @@ compared across backends without asking the backend again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -53,6 +54,9 @@ class SamplingParams:
     max_tokens: int = 128
     seed: int = 0
     stop: tuple[str, ...] = ()
+    # OpenAI `tools`, one JSON object text per function (text keeps the params hashable). Absent from
+    # `as_dict()` when empty, so the keys and configs of runs without tools are what they always were.
+    tools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -63,9 +67,12 @@ class SamplingParams:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        for tool in self.tools:
+            if not isinstance(json.loads(tool), dict):
+                raise ValueError("each tool is the JSON text of an object")
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "n": self.n,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -73,6 +80,13 @@ class SamplingParams:
             "seed": self.seed,
             "stop": list(self.stop),
         }
+        if self.tools:
+            out["tools"] = [json.loads(t) for t in self.tools]
+        return out
+
+    def tool_list(self) -> list[dict[str, Any]]:
+        """The tools as the request's `tools` field wants them."""
+        return [json.loads(t) for t in self.tools]
 
 
 FinishReason = Literal["stop", "length", "error"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from mendlab.errors import BackendError, ContextOverflow
 from mendlab.models.base import Completion, Message, ModelInfo, SamplingParams, StreamDelta
+from mendlab.models.toolcalls import message_text
 
 ResultHook = Callable[[int, list[Completion]], None]
 
@@ -110,6 +111,8 @@ class OpenAIModel:
         }
         if params.stop:
             req["stop"] = list(params.stop)
+        if params.tools:
+            req["tools"] = params.tool_list()
         return req
 
     def _fail(self, exc: Exception) -> Exception:
@@ -153,7 +156,7 @@ class OpenAIModel:
             latency = time.perf_counter() - start
         choice = resp.choices[0]
         usage = resp.usage
-        text = choice.message.content or ""
+        text = message_text(choice.message)  # tool calls become the call text the grader reads
         return Completion(
             text=text,
             prompt_tokens=usage.prompt_tokens if usage else 0,
