@@ -170,3 +170,16 @@ def test_binary_garbage_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) 
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert str(bad) in r.stderr and r.stdout == ""
+
+
+def test_run_json_when_samples_fail_still_prints_its_document(tmp_path: Path) -> None:
+    """A run that ends incomplete (exit 3) gives a script what did work, and why it is incomplete."""
+    with scripted_server(lambda msgs: "I do not know.") as server:
+        server.fail_after = 1  # the first dialog's request is answered, every later one fails
+        (tmp_path / "mendlab.toml").write_text(models_toml(server.url, [LONG]))
+        args = ["run", "dialog", "-m", LONG, "--reps", "2", "--rung", "pointed", "--max-fixes", "1", "--json"]
+        r = piped(args, tmp_path)
+    assert r.returncode == 3, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["experiment"] == "dialog" and "--retry-errors" in doc["incomplete"]
+    assert "Traceback" not in r.stderr and "error:" in r.stderr

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mendlab.errors import MendlabError
+from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
 from mendlab.output import Recorder, emit_json, stdout_console
 from mendlab.progress import progress_bar
@@ -320,7 +320,6 @@ def run(
 ) -> None:
     """Run the calendar experiments on models side by side; resumable, every transcript kept."""
     from mendlab.dialogs.runner import CalendarConfig, parse_rungs, run_experiments
-    from mendlab.dialogs.scenario import load_scenario, with_tools
 
     settings = _settings(ctx)
     cfg = CalendarConfig(
@@ -332,9 +331,9 @@ def run(
         critic=critic,
         attempts=attempts,
         per_kind=per_kind,
-        params=with_tools(_params(1, temperature, 1.0, max_tokens, seed, []), load_scenario(scenario)),
+        params=_params(1, temperature, 1.0, max_tokens, seed, []),
     )
-    shown = Recorder() if as_json else console
+    shown = Recorder(experiment=experiment) if as_json else console
     run_experiments(
         settings.db,
         settings.config,
@@ -347,7 +346,7 @@ def run(
         console=shown,
     )
     if isinstance(shown, Recorder):
-        emit_json(shown.document(experiment=experiment))
+        shown.emit()
 
 
 @app.command()
@@ -502,11 +501,11 @@ def repair(
     run = RepairRun(
         tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, unsafe_no_sandbox, new_run
     )
-    shown = Recorder() if as_json else console
+    shown = Recorder(requested_run=run_id) if as_json else console
     for path in run_repair(settings.db, settings.config, run, shown):
         shown.print(f"wrote {path}")
     if isinstance(shown, Recorder):
-        emit_json(shown.document(requested_run=run_id))
+        shown.emit()
 
 
 @app.command()
@@ -550,18 +549,21 @@ def negotiate(
         human_feedback=read_human_feedback(human_feedback) if human_feedback else None,
     )  # fmt: skip
     settings = _settings(ctx)
-    shown = Recorder() if as_json else console
+    shown = Recorder(requested_run=run_id) if as_json else console
     for path in run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, shown):
         shown.print(f"wrote {path}")
     if isinstance(shown, Recorder):
-        emit_json(shown.document(requested_run=run_id))
+        shown.emit()
 
 
 def main() -> None:
     try:
         app()
     except MendlabError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        one_line = " ".join(str(exc).splitlines())  # a value quoted from the user's file may hold a newline
+        if isinstance(exc, IncompleteRun):
+            Recorder.emit_unsent(incomplete=one_line)
+        err.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted: what was completed is stored; run the same command again to resume")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -93,10 +93,14 @@ def stdout_console() -> OutConsole:
 class Recorder(OutConsole):
     """For `--json`: shows everything on stderr, as it comes, and keeps the tables and messages."""
 
-    def __init__(self) -> None:
+    unsent: ClassVar[list[Recorder]] = []  # documents not printed yet: a run that ends incomplete prints its own
+
+    def __init__(self, **extra: Any) -> None:
         super().__init__(stderr=True)
+        self.extra = extra
         self.tables: list[dict[str, Any]] = []
         self.messages: list[str] = []
+        Recorder.unsent.append(self)
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         for obj in objects:
@@ -107,10 +111,23 @@ class Recorder(OutConsole):
         super().print(*objects, **kwargs)
 
     def document(self, **extra: Any) -> dict[str, Any]:
-        """What was shown: `extra` fields, the tables, the files written, the other messages."""
+        """What was shown: the fields given, the tables, the files written, the other messages."""
         wrote = [m.removeprefix("wrote ") for m in self.messages if m.startswith("wrote ")]
         other = [m for m in self.messages if not m.startswith("wrote ")]
-        return {**extra, "tables": self.tables, "wrote": wrote, "messages": other}
+        return {**self.extra, **extra, "tables": self.tables, "wrote": wrote, "messages": other}
+
+    def emit(self, **extra: Any) -> None:
+        """The document on stdout, once."""
+        if self in Recorder.unsent:
+            Recorder.unsent.remove(self)
+            emit_json(self.document(**extra))
+
+    @classmethod
+    def emit_unsent(cls, **extra: Any) -> None:
+        """For a command that ended in an error after it showed results (a run with failed samples
+        exits 3): a script still gets what did work, beside the exit code that says some did not."""
+        for rec in list(cls.unsent):
+            rec.emit(**extra)
 
 
 def emit_json(doc: object) -> None:

@@ -73,6 +73,8 @@ class LocatedYaml:
             line = self.lines.get(p)
             p = p[:-1]
         name = "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(path))
+        if not name.isprintable():  # a key with a newline in it: the error stays on one line
+            name = repr(name)[1:-1]
         return ConfigError(f"{self.where}:{line or 1}: " + (f"field '{name}': {msg}" if name else msg))
 
     def get(self, obj: dict[str, Any], path: tuple[Any, ...], key: str, kind: type, required: bool = True) -> Any:
