@@ -298,7 +298,13 @@ def run(
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Model(s); default: the bundled two.")
     ] = None,
-    scenario: Annotated[str, typer.Option(help="Built-in scenario name or a YAML file.")] = "calendar",
+    scenario: Annotated[
+        list[str] | None, typer.Option(help="Built-in scenario name or a YAML file; repeatable (default: calendar).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Play only the first N steps of each script.")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A first look: 2 tries, 1 dialog per rung, 3 steps, 1 replay attempt.")
+    ] = False,
     tries: Annotated[int, typer.Option(help="Reliability: samples of the first request.")] = 5,
     reps: Annotated[int, typer.Option(help="Dialog: repetitions per model and rung.")] = 3,
     rung: Annotated[str, typer.Option(help="Feedback rung: vague, pointed, explicit, or all.")] = "all",
@@ -315,36 +321,47 @@ def run(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Play again only the samples stored as failed (server errors…).")
+    ] = False,
     report_dir: Annotated[Path, typer.Option("--report", help="Where `all` writes the report.")] = Path("report"),
     as_json: JsonOpt = False,
 ) -> None:
     """Run the calendar experiments on models side by side; resumable, every transcript kept."""
     from mendlab.dialogs.runner import CalendarConfig, parse_rungs, run_experiments
+    from mendlab.dialogs.scenario import load_scenario, with_tools
 
     settings = _settings(ctx)
-    cfg = CalendarConfig(
-        scenario=scenario,
-        tries=tries,
-        reps=reps,
-        rungs=parse_rungs(rung),
-        max_fixes=max_fixes,
-        critic=critic,
-        attempts=attempts,
-        per_kind=per_kind,
-        params=_params(1, temperature, 1.0, max_tokens, seed, []),
-    )
+    scenarios = scenario or ["calendar"]
+    if quick:
+        tries, reps, attempts, per_kind, steps = 2, 1, 1, 1, steps or 3
     shown = Recorder(experiment=experiment) if as_json else console
-    run_experiments(
-        settings.db,
-        settings.config,
-        experiment,
-        model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
-        cfg,
-        run_id=run_id,
-        new_run=new_run,
-        report_dir=report_dir if experiment == "all" else None,
-        console=shown,
-    )
+    for name in scenarios:
+        cfg = CalendarConfig(
+            scenario=name,
+            tries=tries,
+            reps=reps,
+            rungs=parse_rungs(rung),
+            max_fixes=max_fixes,
+            critic=critic,
+            attempts=attempts,
+            per_kind=per_kind,
+            params=with_tools(_params(1, temperature, 1.0, max_tokens, seed, []), load_scenario(name)),
+            steps=steps,
+        )
+        several = len(scenarios) > 1  # each scenario its own run and report folder
+        run_experiments(
+            settings.db,
+            settings.config,
+            experiment,
+            model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
+            cfg,
+            run_id=f"{run_id}-{Path(name).stem}" if run_id and several else run_id,
+            new_run=new_run,
+            retry_errors=retry_errors,
+            report_dir=(report_dir / Path(name).stem if several else report_dir) if experiment == "all" else None,
+            console=shown,
+        )
     if isinstance(shown, Recorder):
         shown.emit()
 
@@ -474,6 +491,9 @@ def repair(
     new_run: Annotated[
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Grow again only the trees stored as failed (sandbox, server).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Self-repair (Olausson et al.): programs, feedback, repairs, pass@t and the report."""
@@ -499,7 +519,18 @@ def repair(
     settings = _settings(ctx)
     chosen = None if full else (limit if limit is not None else (10 if tasks == "humaneval" else None))
     run = RepairRun(
-        tasks, chosen, tuple(setups), cfg, run_id, out, human_feedback, reps, mode, unsafe_no_sandbox, new_run
+        tasks,
+        chosen,
+        tuple(setups),
+        cfg,
+        run_id,
+        out,
+        human_feedback,
+        reps,
+        mode,
+        unsafe_no_sandbox,
+        new_run,
+        retry_errors,
     )
     shown = Recorder(requested_run=run_id) if as_json else console
     for path in run_repair(settings.db, settings.config, run, shown):
@@ -532,6 +563,9 @@ def negotiate(
         bool, typer.Option("--new-run", help="If the run was made with other settings, start a new run beside it.")
     ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("report-negotiation"),
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Play again only the streams stopped by a failed game.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Bargaining games with an AI critic (Fu et al.): deal price and deal rate by round, per feedback."""
@@ -550,7 +584,8 @@ def negotiate(
     )  # fmt: skip
     settings = _settings(ctx)
     shown = Recorder(requested_run=run_id) if as_json else console
-    for path in run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, shown):
+    written = run_negotiation(settings.db, settings.config, cfg, run_id, new_run, out, shown, retry_errors=retry_errors)
+    for path in written:
         shown.print(f"wrote {path}")
     if isinstance(shown, Recorder):
         shown.emit()
