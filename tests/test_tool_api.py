@@ -176,6 +176,22 @@ def test_smarthome_seed_mistakes_have_kinds_for_the_replay() -> None:
     ]
 
 
+def test_a_wrong_value_of_another_api_is_a_replay_kind_of_its_own() -> None:
+    """`wrong_level` is none of the calendar's kinds: the bank keeps it as "wrong value" instead of dropping it."""
+    from mendlab.dialogs.experiments import DialogResult
+
+    want = HOME.expected(0).render(HOME.api)
+    wrong = want.replace(f"level={HOME.expected(0).value('level')}", "level=7")
+    grade = check_reply(wrong, HOME.expected(0), HOME)
+    assert grade.errors == ("wrong_level",)
+    played = DialogResult("dialog", HOME.name, "m", (), (grade_conversation(HOME, [
+        Message("system", HOME.system_prompt), Message("user", HOME.steps[0].user), Message("assistant", wrong),
+    ])[0],))  # fmt: skip
+    bank = harvest_mistakes(HOME, [played], per_kind=2)
+    assert [(m.step, m.kind) for m in bank if m.reply == wrong] == [(0, "wrong value")]
+    assert bank[-1].kind == "wrong value"  # after the original's five kinds
+
+
 # ---------------------------------------------------------------- a user's own API
 
 

@@ -171,10 +171,19 @@ class Mistake:
 
 
 def mistake_kind(errors: Sequence[str]) -> str | None:
+    """The replay kind of a wrong answer: the original's five for the calendar's errors; a value error
+    of another API (`wrong_level`, `wrong_room`) is "wrong value", so its scenarios replay too."""
     for e in errors:
         if e in KINDS:
             return KINDS[e]
+    if any(e.startswith("wrong_") for e in errors):
+        return "wrong value"
     return None
+
+
+def kind_rank(kind: str) -> int:
+    """Where a kind sorts: the original's five in their order, then the others."""
+    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
 
 
 def harvest_mistakes(scenario: Scenario, results: Sequence[DialogResult], per_kind: int = 2) -> list[Mistake]:
@@ -207,7 +216,7 @@ def harvest_mistakes(scenario: Scenario, results: Sequence[DialogResult], per_ki
         if counts.get(m.kind, 0) < per_kind:
             counts[m.kind] = counts.get(m.kind, 0) + 1
             out.append(replace(m, id=mistake_id(m.step, m.reply)))
-    return sorted(out, key=lambda m: (KIND_ORDER.index(m.kind), m.id))
+    return sorted(out, key=lambda m: (kind_rank(m.kind), m.id))
 
 
 def mistake_id(step: int, reply: str) -> str:
