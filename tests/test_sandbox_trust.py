@@ -515,3 +515,17 @@ def test_a_script_that_kills_the_process_that_forked_it_costs_the_next_script_no
             sb.run(task, killer)  # it answered before it killed the template: its own verdict may be a pass
             verdict = sb.run(task, honest)
             assert verdict.passed, verdict
+
+
+SLOW_DOUBLE = "import time\ntime.sleep(0.25)\nprint(int(input()) * 2)\n"
+
+
+def test_waiting_for_a_worker_is_not_the_programs_time() -> None:
+    """Six trees judging at once on two workers: a correct stdin/stdout program passes as it does alone
+    (each input used to queue for a worker on the task's clock, and the program was judged `timeout`)."""
+    task = Task("io", "double", None, io=tuple((str(i), str(2 * i)) for i in range(4)))
+    with Sandbox(Limits(test_s=1.0, task_s=2.0, cpu_s=3, memory_mb=512), workers=2) as sb:
+        assert sb.run(task, SLOW_DOUBLE).passed
+        with ThreadPoolExecutor(6) as pool:
+            verdicts = list(pool.map(lambda _: sb.run(task, SLOW_DOUBLE), range(6)))
+    assert [v.status for v in verdicts] == ["pass"] * 6, [v.message for v in verdicts]

@@ -645,22 +645,24 @@ class Sandbox:
     def execute(self, program: str, stdin: str = "", timeout: float | None = None) -> Execution:
         """Run a whole program as a script: stdin fed and stdout drained together."""
         worker = self._acquire()
-        timeout = self.limits.test_s if timeout is None else timeout
         try:
-            reply = worker.request({"op": "stdio", "source": program, "stdin": stdin, "timeout": timeout}, timeout + 5)
-            if reply is None:
-                return Execution(None, None, "", "the sandbox stopped answering (killed, or out of memory)", False)
-            if reply.get("failed") == "spawn":  # this worker cannot start programs: another one will
-                worker.broken = True
-                raise _SpawnFailed(str(reply.get("error")))
-            if reply.get("clean") is not True:  # its processes may live on, or the worker is dying: not reused
-                worker.broken = True
-            return Execution(
-                reply.get("exit"), reply.get("signal"), str(reply.get("stdout", "")), str(reply.get("stderr", "")),
-                bool(reply.get("timed_out")),
-            )  # fmt: skip
+            return self._execute_on(worker, program, stdin, self.limits.test_s if timeout is None else timeout)
         finally:
             self._release(worker)
+
+    def _execute_on(self, worker: _Worker, program: str, stdin: str, timeout: float) -> Execution:
+        reply = worker.request({"op": "stdio", "source": program, "stdin": stdin, "timeout": timeout}, timeout + 5)
+        if reply is None:
+            return Execution(None, None, "", "the sandbox stopped answering (killed, or out of memory)", False)
+        if reply.get("failed") == "spawn":  # this worker cannot start programs: another one will
+            worker.broken = True
+            raise _SpawnFailed(str(reply.get("error")))
+        if reply.get("clean") is not True:  # its processes may live on, or the worker is dying: not reused
+            worker.broken = True
+        return Execution(
+            reply.get("exit"), reply.get("signal"), str(reply.get("stdout", "")), str(reply.get("stderr", "")),
+            bool(reply.get("timed_out")),
+        )  # fmt: skip
 
     def _run_io(self, task: Task, program: str) -> Verdict:
         try:
@@ -671,10 +673,22 @@ class Sandbox:
             return Verdict("compile_error", _cut(f"{type(exc).__name__} while parsing the program"))
         if not task.io:
             return Verdict("sandbox_error", "the task has no tests: nothing can pass")
+        # One worker for the whole task, taken before the clock starts: time spent waiting for a worker
+        # while other trees use them is not the program's (concurrent trees judged programs `timeout`).
+        held = [self._acquire()]
+        try:
+            return self._judge_io(task, program, held)
+        finally:
+            self._release(held[0])
+
+    def _judge_io(self, task: Task, program: str, held: list[_Worker]) -> Verdict:
         deadline = time.monotonic() + self.limits.task_s
         for i, (stdin, expected) in enumerate(task.io):
+            if held[0].broken:  # the last input left processes behind: that worker is replaced, not reused
+                self._release(held[0])
+                held[0] = self._acquire()
             timeout = max(0.1, min(self.limits.test_s, deadline - time.monotonic()))
-            run = self.execute(program, stdin, timeout)
+            run = self._execute_on(held[0], program, stdin, timeout)
             if run.timed_out:
                 return Verdict("timeout", _cut(f"Timed out after {timeout:.1f}s on input {_cut(stdin)}"), i)
             if run.exit_code != 0:
