@@ -217,3 +217,25 @@ def test_kill_9_loses_only_samples_in_flight_and_the_rerun_plays_only_the_rest(t
     replayed = {p.removeprefix("prompt ") for p in policy.seen}
     assert not replayed & {s.removeprefix("s") for s in before}  # nothing stored was asked again
     assert json.loads(json.dumps(rows[0].to_json()))["finish_reason"] == "stop"
+
+
+def test_concurrent_askers_of_one_prompt_get_the_answer_that_is_stored(tmp_path: Path) -> None:
+    """Dialogs share one critic: eight asking the same thing at once must all play the stored answer."""
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    def unique(messages: list[dict[str, str]]) -> str:
+        with lock:
+            count["n"] += 1
+            n = count["n"]
+        time.sleep(0.1)
+        return f"answer {n}"
+
+    with scripted_server(unique) as server, ResultsStore(tmp_path / "m.db") as store:
+        critic = RecordedModel(endpoint(server.url), store, "r:critic")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            texts = list(pool.map(lambda _: critic.chat([Message("user", "same")], PARAMS)[0].text, range(8)))
+        (stored,) = store.generations("r:critic")
+    assert set(texts) == {stored.output}

@@ -200,3 +200,33 @@ def test_the_cli_runs_several_scenarios_quickly_each_a_run_of_its_own(tmp_path: 
         assert {(s.run_id, s.task) for s in store.samples("calendar") + store.samples("dentist")} == {
             ("calendar", "reliability"), ("calendar", "dialog"), ("dentist", "reliability"), ("dentist", "dialog")
         }  # fmt: skip
+
+
+def test_a_dialog_that_outgrows_the_context_is_final_not_an_error(tmp_path: Path) -> None:
+    """A server that says the prompt is too long from the third request on: the dialog ends there with
+    its answers so far (not a sample error that every --retry-errors would replay and overflow again)."""
+    import threading
+
+    seen = {"n": 0}
+    lock = threading.Lock()
+
+    def small(messages: list[dict[str, str]]) -> str:
+        with lock:
+            seen["n"] += 1
+        if sum(m["role"] == "assistant" for m in messages) >= 2:
+            raise RuntimeError("This model's maximum context length is 64 tokens: the prompt exceeds it")
+        return policy(messages)
+
+    cfg = CalendarConfig(reps=2, rungs=("pointed",), params=SamplingParams(temperature=0.7, max_tokens=32))
+    with scripted_server(small) as server:
+        toml = tmp_path / "mendlab.toml"
+        toml.write_text(models_toml(server.url, ["scripted"]))
+        args: dict[str, Any] = {"run_id": "cal", "report_dir": None, "console": Console(width=200)}
+        run, results = run_experiments(tmp_path / "m.db", toml, "dialog", ["scripted"], cfg, **args)
+        n = seen["n"]
+        run_experiments(tmp_path / "m.db", toml, "dialog", ["scripted"], cfg, retry_errors=True, **args)
+        assert seen["n"] == n  # nothing to retry: the dialogs are done
+    assert len(results) == 2 and all(len(r.grades) == 2 for r in results)
+    assert all("context length" in r.extra["context_full"] for r in results)
+    with ResultsStore(tmp_path / "m.db") as store:
+        assert {s.status for s in store.samples(run.id)} == {"ok"}

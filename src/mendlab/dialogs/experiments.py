@@ -25,6 +25,7 @@ from mendlab.conversation import Conversation
 from mendlab.dialogs.feedback import Critic, Rung, feedback_origin, rule_feedback
 from mendlab.dialogs.grading import GARBAGE, DialogGrader, TurnGrade, check_reply
 from mendlab.dialogs.scenario import Scenario
+from mendlab.errors import ContextOverflow
 from mendlab.models import ChatModel, Message, SamplingParams
 from mendlab.sampling import derive_seed
 from mendlab.store import ResultsStore
@@ -126,19 +127,28 @@ def play_dialog(
         grades.append(grade)
         return grade
 
-    for step in scenario.steps:
-        history.append(Message("user", step.user))
-        grader.user(step.user)
-        grade = answer()
-        fixes = 0
-        while grade.errors and fixes < max_fixes:
-            want = grader.expected()
-            text = critic(history, grade.errors, want) if critic else rule_feedback(grade.errors, want, scenario, rung)
-            origin = feedback_origin("critic" if critic else rung)
-            history.append(Message("user", text, origin=origin))
-            grader.user(text, origin)
+    extra: dict[str, Any] = {}
+    try:
+        for step in scenario.steps:
+            history.append(Message("user", step.user))
+            grader.user(step.user)
             grade = answer()
-            fixes += 1
+            fixes = 0
+            while grade.errors and fixes < max_fixes:
+                want = grader.expected()
+                if critic:
+                    text = critic(history, grade.errors, want)
+                else:
+                    text = rule_feedback(grade.errors, want, scenario, rung)
+                origin = feedback_origin("critic" if critic else rung)
+                history.append(Message("user", text, origin=origin))
+                grader.user(text, origin)
+                grade = answer()
+                fixes += 1
+    except ContextOverflow as exc:
+        # Final, not a sample error to retry: the same dialog would overflow again. The answers so far
+        # count as they are (a mistake still open stays unfixed), and the dialog says why it ended.
+        extra["context_full"] = str(exc)  # the turn it could not answer is kept, last
     return DialogResult(
         "dialog",
         scenario.name,
@@ -147,6 +157,7 @@ def play_dialog(
         tuple(grades),
         rung="critic" if critic else rung,
         rep=rep,
+        extra=extra,
     )
 
 
@@ -325,7 +336,7 @@ def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
                 )
                 for g in meta.get("grades", [])
             )
-        extra = {"mistake": meta["mistake"]} if "mistake" in meta else {}
+        extra: dict[str, Any] = {k: meta[k] for k in ("mistake", "context_full") if k in meta}
         out.append(
             DialogResult(
                 meta["experiment"],

@@ -148,6 +148,7 @@ def run_experiments(
     specs = [registry.get(m) for m in models]  # fail on a bad name before any work
     critic_spec = registry.get(cfg.critic) if cfg.critic else None
     summaries: list[TaskSummary] = []
+    asked: set[tuple[str, str, str]] = set()  # (task, model, sample) this command asked for
     with ResultsStore(db) as store:
         run = store.ensure_run(run_id or scenario.name, "calendar", cfg.identity(scenario), new_if_changed=new_run)
         if run.id != run.requested:
@@ -165,6 +166,7 @@ def run_experiments(
             def play(task: Task[Any, Any], spec: ModelSpec, model: ChatModel) -> None:
                 progress.update(bar, description=f"{spec.name}: {task.name}")
                 progress.update(bar, total=(progress.tasks[0].total or 0) + len(task.samples))
+                asked.update((task.name, spec.name, sample.id) for sample in task.samples)
                 run_cfg = EngineConfig(engine_concurrency(spec), retry_errors)
                 summaries.append(engine.run(task, model, run_cfg, on_done=lambda rec: progress.advance(bar)))
                 progress.update(bar, completed=sum(s.total for s in summaries))
@@ -190,7 +192,14 @@ def run_experiments(
             finally:
                 if critic_model is not None:
                     critic_model.close()
-            if "replay" in do:
+            unplayed = [r for r in store.samples(rid) if r.status == "error" and r.task != "replay"]
+            if "replay" in do and unplayed:
+                console.print(
+                    f"[red]replay skipped:[/] {len(unplayed)} reliability or dialog sample(s) of run {rid!r} failed, "
+                    "and the mistake bank is harvested from all of them (--retry-errors first)",
+                    soft_wrap=True,
+                )
+            elif "replay" in do:
                 played = play_order(load_results(store, rid), [s.name for s in specs], cfg.rungs)
                 bank = harvest_mistakes(scenario, played, per_kind=cfg.per_kind)
                 replay_rungs = cfg.rungs  # a critic run replays with the rules: the critic needs a dialog
@@ -204,7 +213,11 @@ def run_experiments(
             progress.update(bar, description="done")
         results = load_results(store, rid)
         failed = [e for s in summaries for e in s.errors]
-        stored_errors = [r for r in store.samples(rid) if r.status == "error"]
+        stored_errors = [
+            r for r in store.samples(rid) if r.status == "error" and (r.task, r.model, r.sample_id) in asked
+        ]
+        if "replay" in do:  # they kept the replay from being played
+            stored_errors += [r for r in unplayed if r not in stored_errors]
     _summary(console, results)
     if report_dir is not None:
         for path in write_report(build_report(results, scenario, rid, run.config), report_dir):
@@ -226,9 +239,10 @@ def play_order(results: list[DialogResult], models: list[str], rungs: tuple[str,
     not in this command come first, in the order they were stored."""
     order = {"reliability": 0, "dialog": 1, "replay": 2}
     rank = [*rungs, "critic"]
+    others = list(dict.fromkeys(r.model for r in results if r.model not in models))  # in the order stored
 
     def key(r: DialogResult) -> tuple[int, int, int, int]:
-        model = models.index(r.model) if r.model in models else -1
+        model = models.index(r.model) if r.model in models else others.index(r.model) - len(others)
         rung = rank.index(r.rung) if r.rung in rank else len(rank)
         return (model, order.get(r.experiment, 3), rung, r.rep)
 

@@ -79,7 +79,10 @@ class RecordedModel:
             rec = GenerationRecord.of(
                 self.run_id, name, self.model.info.backend, messages, params, comp, i, scope=self.scope
             )
-            self.store.add(rec)
+            if not self.store.add(rec):
+                # Another sample asked the same thing at the same moment (concurrent dialogs sharing a
+                # critic) and stored first: use its answer, so what is played is what is stored.
+                rec = self.store.generation(rec.resume_key) or rec
             self._done[rec.resume_key] = rec
         self.generated += len(missing)
         self.reused += params.n - len(missing)

@@ -504,14 +504,22 @@ class ResultsStore:
             )
             return cur.rowcount == 1
 
-    def generations(self, run_id: str | None = None) -> list[GenerationRecord]:
+    def generation(self, key: str) -> GenerationRecord | None:
+        """The stored generation of one resume key, or None."""
+        found = self.generations(key=key)
+        return found[0] if found else None
+
+    def generations(self, run_id: str | None = None, *, key: str | None = None) -> list[GenerationRecord]:
         sql = (
             "SELECT run_id, resume_key, model, backend, params, messages, sample_index, output, prompt_tokens, "
             "completion_tokens, prompt_tokens_evaluated, finish_reason, latency_s, first_token_s, created, meta "
             "FROM generations"
         )
         args: tuple[Any, ...] = ()
-        if run_id is not None:
+        if key is not None:
+            sql += " WHERE resume_key = ?"
+            args = (key,)
+        elif run_id is not None:
             sql += " WHERE run_id = ?"
             args = (run_id,)
         rows = self._read(sql + " ORDER BY id", args)
