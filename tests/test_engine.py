@@ -78,7 +78,7 @@ def test_samples_run_concurrently_up_to_the_budget_and_no_further(tmp_path: Path
         wall = time.perf_counter() - start
     assert policy.peak == 4  # the budget is used, and never exceeded
     assert summary.played == 16 and not summary.errors
-    assert wall < 16 * 0.2 / 2  # serial would take 3.2 s
+    assert wall < 16 * 0.2  # serial takes 3.2 s; how much faster is bench/bench_engine.py's to say
     rows = store_rows(tmp_path / "m.db", "r")
     assert sorted(r.sample_id for r in rows) == sorted(f"s{i}" for i in range(16))
     assert all(r.score == {"right": True} and r.status == "ok" and r.finish_reason == "stop" for r in rows)
@@ -239,3 +239,20 @@ def test_concurrent_askers_of_one_prompt_get_the_answer_that_is_stored(tmp_path:
             texts = list(pool.map(lambda _: critic.chat([Message("user", "same")], PARAMS)[0].text, range(8)))
         (stored,) = store.generations("r:critic")
     assert set(texts) == {stored.output}
+
+
+def test_a_task_whose_samples_all_fail_stops_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    from mendlab.engine import EngineStopped
+
+    with scripted_server(InFlight(0)) as server:
+        url = server.url
+    with ResultsStore(tmp_path / "m.db") as store:
+        engine = Engine(store, store.ensure_run("r", "test", {}))
+        with pytest.raises(EngineStopped, match="stopped after 10 samples in a row failed"):
+            engine.run(echo_task(60), endpoint(url), EngineConfig(concurrency=2))
+        stored = store.samples("r")
+        assert 10 <= len(stored) < 60 and all(r.status == "error" for r in stored)
+        policy = InFlight(0)
+        with scripted_server(policy) as server:  # the server is back: the same command plays the rest
+            summary = engine.run(echo_task(60), endpoint(server.url), EngineConfig(concurrency=2))
+        assert summary.played == 60 - len(stored) and not summary.errors

@@ -33,6 +33,14 @@ Played = TypeVar("Played")
 T = TypeVar("T")
 
 
+STOP_AFTER = 10  # failed samples in a row (at least twice the concurrency) that stop a task
+
+
+class EngineStopped(MendlabError):
+    """Every sample fails: rather than store thousands of errors, the task stops and the samples not
+    played stay pending, so the same command resumes once the server is back."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How to run a task: samples in flight at once, and whether stored errors are played again."""
@@ -173,6 +181,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix=f"engine-{task.name}")
         records: list[SampleRecord] = []
+        limit = max(STOP_AFTER, 2 * cfg.concurrency)
+        streak = 0
         try:
             futures = [loop.run_in_executor(pool, self._play, task, model, name, s) for s in todo]
             for fut in asyncio.as_completed(futures):
@@ -180,6 +190,13 @@ class Engine:
                 records.append(rec)
                 if on_done is not None:
                     on_done(rec)
+                streak = streak + 1 if rec.status == "error" else 0
+                if streak >= limit:  # the server is down, or every request is refused: stop asking
+                    raise EngineStopped(
+                        f"{task.name} on {name}: stopped after {streak} samples in a row failed (last: {rec.error}). "
+                        f"The {len(todo) - len(records)} not played yet are left for the next run, the failed "
+                        "ones for --retry-errors"
+                    )
         finally:
             # A bug stops the run: samples not started are dropped, those in flight finish and are saved.
             pool.shutdown(wait=True, cancel_futures=True)
