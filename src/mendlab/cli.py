@@ -336,6 +336,7 @@ def run(
     if quick:
         tries, reps, attempts, per_kind, steps = 2, 1, 1, 1, steps or 3
     shown = Recorder(experiment=experiment) if as_json else console
+    incomplete: list[str] = []
     for name in scenarios:
         cfg = CalendarConfig(
             scenario=name,
@@ -350,18 +351,23 @@ def run(
             steps=steps,
         )
         several = len(scenarios) > 1  # each scenario its own run and report folder
-        run_experiments(
-            settings.db,
-            settings.config,
-            experiment,
-            model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
-            cfg,
-            run_id=f"{run_id}-{Path(name).stem}" if run_id and several else run_id,
-            new_run=new_run,
-            retry_errors=retry_errors,
-            report_dir=(report_dir / Path(name).stem if several else report_dir) if experiment == "all" else None,
-            console=shown,
-        )
+        try:
+            run_experiments(
+                settings.db,
+                settings.config,
+                experiment,
+                model or ["smollm2-135m", "qwen2.5-coder-0.5b"],
+                cfg,
+                run_id=f"{run_id}-{Path(name).stem}" if run_id and several else run_id,
+                new_run=new_run,
+                retry_errors=retry_errors,
+                report_dir=(report_dir / Path(name).stem if several else report_dir) if experiment == "all" else None,
+                console=shown,
+            )
+        except IncompleteRun as exc:  # the other scenarios still run; the exit says some samples failed
+            incomplete.append(str(exc))
+    if incomplete:
+        raise IncompleteRun("; ".join(incomplete))
     if isinstance(shown, Recorder):
         shown.emit()
 

@@ -282,6 +282,8 @@ def write_calendar_report(db: Path, run_id: str | None, scenario_name: str | Non
         results = load_results(store, rid)
     if not results:
         raise MendlabError(f"{db}: no calendar results for run {rid!r} (see `mendlab runs`)")
-    scenario: Scenario = load_scenario(scenario_name or results[0].scenario)
     config = stored.config if stored is not None else {}
+    scenario: Scenario = load_scenario(scenario_name or results[0].scenario)
+    if config.get("steps"):  # a --quick or --steps run reports the steps it played
+        scenario = CalendarConfig(steps=int(config["steps"])).scenario_of(scenario)
     return rid, write_report(build_report(results, scenario, rid, config), out)
