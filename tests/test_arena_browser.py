@@ -356,7 +356,8 @@ def test_a_small_memory_budget_evicts_and_the_panes_say_so(registry: Registry, b
         # rather than reading them the moment the first says evicted, while the other may still say generating.
         settled = (
             "(() => { const h = ['#pane-0-header', '#pane-1-header'].map(s => document.querySelector(s).innerText);"
-            " return h.filter(t => t.includes('evicted')).length === 1 && h.filter(t => t.includes('ready')).length === 1; })()"
+            " const n = w => h.filter(t => t.includes(w)).length;"
+            " return n('evicted') === 1 && n('ready') === 1; })()"
         )
         try:
             page.wait_for_function(settled, timeout=30_000)
