@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mendlab.cli_mistakes import mistakes_app
 from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
 from mendlab.output import Recorder, emit_json, stdout_console
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 console: Console = stdout_console()
 err = Console(stderr=True)
+app.add_typer(mistakes_app, name="mistakes", help="Learning from mistakes (iGSM, Physics of LMs 2.2): generate, check.")
 
 
 @dataclass(frozen=True)

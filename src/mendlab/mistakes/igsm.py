@@ -129,7 +129,8 @@ def _structure(
     rng: random.Random, cfg: GenConfig, op: int
 ) -> tuple[list[Param], list[Def | None], dict[int, list[int]]]:
     """Items, edges and abstract parameters; abstract defs are fixed here, instance defs left None."""
-    n_layers = rng.randint(cfg.layers[0], cfg.layers[1])
+    # each pair of layers needs at least 2 edges: few stated parameters mean few layers
+    n_layers = min(rng.randint(cfg.layers[0], cfg.layers[1]), cfg.max_instance // 2 + 1)
     chain = CHAINS[rng.randrange(len(CHAINS))]
     start = rng.randint(0, len(chain) - n_layers)
     layers = chain[start : start + n_layers]
