@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mendlab.cli_mistakes import mistakes_app
+from mendlab.cli_train import data_app, train_app
 from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
 from mendlab.output import Recorder, emit_json, stdout_console
@@ -30,6 +31,8 @@ app = typer.Typer(
 console: Console = stdout_console()
 err = Console(stderr=True)
 app.add_typer(mistakes_app, name="mistakes", help="Learning from mistakes (iGSM, Physics of LMs 2.2): generate, check.")
+app.add_typer(train_app, name="train", help="Fine-tuning: which tokens are trained (labels).")
+app.add_typer(data_app, name="data", help="Training data: dialogues from the store and your chats, training scenarios.")
 
 
 @dataclass(frozen=True)
