@@ -98,6 +98,11 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         table.add_row(name, spec.backend, size, escape(spec.source()), status)
     console.print(table)
     console.print("Run a local GGUF through transformers with NAME@transformers; add your own models in mendlab.toml.")
+    from mendlab.models.kerashub import install_hint, missing_modules
+
+    absent = missing_modules(gguf=True)
+    keras_state = "installed" if not absent else f"not installed ({install_hint(gguf=True)})"
+    console.print(f"Run one on Keras 3 / KerasHub with JAX with NAME@keras; the keras extra is {escape(keras_state)}.")
 
 
 @app.command()

@@ -3,9 +3,10 @@
 The original arena kept eight models loaded so switching was instant; on a laptop that is not
 possible, so we keep as many as the budget allows, load each on first use, and evict the least
 recently used idle model when a new one needs room. Endpoint models cost no local memory. A model
-placed on a GPU (transformers on CUDA, llama.cpp offloading layers) costs GPU memory instead of RAM,
-under its own budget: 90% of the free GPU memory when the first such model loads (the rest is for
-activations, the KV cache of long answers and the CUDA context). Evicting a RAM model never makes room
+placed on a GPU (transformers on CUDA, llama.cpp offloading layers, keras on a GPU or TPU) costs GPU
+memory instead of RAM, under its own budget: 90% of the free GPU memory when the first such model loads
+(the rest is for activations, the KV cache of long answers and the CUDA context). A keras model sharded
+over several devices costs the sum of its pieces on all of them. Evicting a RAM model never makes room
 on the GPU, nor the other way round.
 
 Local backends share the machine's cores: two llama.cpp models generating at once each spin every
@@ -46,9 +47,18 @@ class _Slot:
 
 
 def cuda_memory() -> tuple[int, int]:
-    """(free, total) bytes on the current CUDA device."""
-    import torch
+    """(free, total) bytes on the current CUDA device; without torch's CUDA (keras on a TPU), over
+    JAX's accelerators."""
+    try:
+        import torch
 
+        cuda = bool(torch.cuda.is_available())
+    except ImportError:
+        cuda = False
+    if not cuda:
+        from mendlab.models.kerashub import accelerator_memory
+
+        return accelerator_memory()
     free, total = torch.cuda.mem_get_info()
     return int(free), int(total)
 
@@ -60,6 +70,10 @@ def estimate_bytes(spec: ModelSpec) -> int:
     if spec.bundle is None and spec.path is not None and not Path(spec.path).exists():
         return 0  # loading will fail with a clear message; nothing to reserve
     path = model_path(spec)
+    if spec.backend == "keras":  # it runs the fp32 weights dequantized from a GGUF, not the file
+        from mendlab.models.kerashub import estimate_bytes as keras_bytes
+
+        return keras_bytes(path)
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return path.stat().st_size

@@ -85,6 +85,18 @@ def load_model(spec: ModelSpec, *, cache_reuse: bool = True) -> ChatModel:
             cache_reuse=cache_reuse,
             source=spec.source(),
         )
+    if spec.backend == "keras":
+        from mendlab.models.kerashub import KerasModel, Sharding
+
+        sharding = Sharding(spec.mesh, spec.mesh_axes) if spec.mesh is not None else None
+        return KerasModel(
+            spec.name,
+            path,
+            dtype=spec.dtype,
+            sharding=sharding,
+            chat_template=spec.chat_template,
+            source=spec.source(),
+        )
     from mendlab.models.hf import TransformersModel
 
     return TransformersModel(
@@ -97,6 +109,10 @@ def memory_kind(spec: ModelSpec) -> MemoryKind:
     budget can make room in the right one: a CUDA model costs GPU memory, not RAM ("none": remote)."""
     if spec.backend == "openai":
         return "none"
+    if spec.backend == "keras":
+        from mendlab.models.kerashub import platform
+
+        return "ram" if platform() == "cpu" else "gpu"  # a TPU's memory counts as the GPU's
     if spec.backend == "transformers":
         if spec.device != "auto":
             return "gpu" if spec.device.startswith("cuda") else "ram"

@@ -14,6 +14,12 @@ mendlab.toml:
     backend = "transformers"
     path = "~/models/Qwen2.5-7B-Instruct"
 
+    [models.qwen-sharded]          # KerasHub on JAX, weights sharded over 8 devices
+    backend = "keras"
+    bundled = "qwen2.5-coder-0.5b" # a catalogue model's weights (or path = a GGUF file or HF folder)
+    mesh = [1, 8]                  # device mesh (data, model) sizes
+    mesh_axes = ["batch", "model"] # their names (optional)
+
     [models.vllm-llama]            # any OpenAI-compatible server
     backend = "openai"
     base_url = "http://gpu-node:8000/v1"
@@ -37,8 +43,9 @@ from mendlab.errors import ConfigError, ModelNotFound
 from mendlab.models.bundled import BundledFile, Part, missing_parts
 from mendlab.textfile import read_text
 
-Backend = Literal["llama.cpp", "transformers", "openai"]
-BACKENDS: tuple[Backend, ...] = ("llama.cpp", "transformers", "openai")
+Backend = Literal["llama.cpp", "transformers", "keras", "openai"]
+BACKENDS: tuple[Backend, ...] = ("llama.cpp", "transformers", "keras", "openai")
+HF_BACKENDS: tuple[Backend, ...] = ("transformers", "keras")  # both read an HF folder as well as a GGUF
 DEFAULT_CONFIG = "mendlab.toml"
 
 
@@ -54,6 +61,8 @@ class ModelSpec:
     n_gpu_layers: int | None = None  # llama.cpp layers offloaded: None = all (-1) on a GPU build, else 0
     dtype: str = "auto"  # transformers: bfloat16 (float16 without bf16) on CUDA, float32 on the CPU
     device: str = "auto"
+    mesh: tuple[int, int] | None = None  # keras: device mesh (data, model) for the weights; None = one device
+    mesh_axes: tuple[str, str] = ("batch", "model")  # keras: the names of the mesh's (data, model) axes
     base_url: str | None = None
     model: str | None = None  # the remote model name for the openai backend
     api_key_env: str | None = None
@@ -172,7 +181,8 @@ class Registry:
             raise ModelNotFound(f"unknown backend {backend!r} in {ref!r} (one of: {', '.join(BACKENDS)})")
         if backend == spec.backend:
             return spec
-        if backend == "openai" or spec.backend == "openai" or not spec.is_gguf:
+        hf_folder = backend in HF_BACKENDS and spec.backend in HF_BACKENDS
+        if backend == "openai" or spec.backend == "openai" or not (spec.is_gguf or hf_folder):
             raise ModelNotFound(f"model {name!r} cannot run on backend {backend!r}")
         return replace(spec, name=ref, backend=backend)
 
@@ -191,6 +201,12 @@ def readiness(spec: ModelSpec) -> tuple[bool, str]:
         for mod in ("torch", "transformers", "gguf") if spec.is_gguf else ("torch", "transformers"):
             if importlib.util.find_spec(mod) is None:
                 return False, "needs the hf extra: pip install 'mendlab[hf]'"
+    if spec.backend == "keras":
+        from mendlab.models.kerashub import install_hint, missing_modules
+
+        absent = missing_modules(gguf=spec.is_gguf)
+        if absent:
+            return False, f"needs the keras extra (no {', '.join(absent)}): {install_hint(gguf=spec.is_gguf)}"
     if spec.backend == "openai":
         key = spec.api_key_env
         if key and not os.environ.get(key):
@@ -214,8 +230,10 @@ _STR_FIELDS = {
     "api_key_env",
     "description",
     "license",
+    "bundled",
 }
 _BOOL_FIELDS = {"chat"}
+_KERAS_FIELDS = {"mesh", "mesh_axes"}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -266,6 +284,25 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
         elif key in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise fail(key, f"field {key!r} must be true or false")
+        elif key == "mesh":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = [1, value]  # N: all N devices on the model axis
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+            ):
+                raise fail(key, "field 'mesh' must be [data, model] device counts (positive integers), or one integer")
+            value = (value[0], value[1])
+        elif key == "mesh_axes":
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not all(isinstance(v, str) and v.strip() and "\0" not in v for v in value)
+                or value[0] == value[1]
+            ):
+                raise fail(key, "field 'mesh_axes' must be two different names: [data axis, model axis]")
+            value = (value[0], value[1])
         else:
             raise fail(key, f"unknown field {key!r}")
         kwargs[key] = value
@@ -275,7 +312,27 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
         raise fail(None, f"missing field 'backend' (one of: {', '.join(BACKENDS)})")
     if backend not in BACKENDS:
         raise fail("backend", f"field 'backend': {backend!r} is not one of: {', '.join(BACKENDS)}")
-    if backend == "openai":
+    for key in _KERAS_FIELDS & kwargs.keys():
+        if backend != "keras":
+            raise fail(key, f"field {key!r} is only for the keras backend")
+    if "mesh_axes" in kwargs and "mesh" not in kwargs:
+        raise fail("mesh_axes", "field 'mesh_axes' names the axes of 'mesh': give mesh = [data, model] too")
+    if "bundled" in kwargs:
+        if backend == "openai":
+            raise fail("bundled", "field 'bundled' is for local backends, not openai")
+        if "path" in kwargs:
+            raise fail("bundled", "give either 'bundled' or 'path', not both")
+        source = next((m for m in CATALOGUE if m.name == kwargs["bundled"]), None)
+        if source is None or source.bundle is None:
+            known = ", ".join(m.name for m in CATALOGUE if m.bundle is not None)
+            raise fail("bundled", f"field 'bundled': {kwargs['bundled']!r} is not a bundled model (one of: {known})")
+        kwargs.pop("bundled")
+        for key in ("description", "license"):
+            kwargs.setdefault(key, getattr(source, key))
+        kwargs.setdefault("chat", source.chat)
+        kwargs.setdefault("size_mb", source.size_mb)
+        kwargs["bundle"] = source.bundle
+    elif backend == "openai":
         for req in ("base_url", "model"):
             if req not in kwargs:
                 raise fail(None, f"missing field {req!r} (required for the openai backend)")
