@@ -304,7 +304,7 @@ def _mix(made: list[Dialogue], cfg: BuildConfig) -> list[Dialogue]:
     mistakes = sum(1 for d in made if d.kind != "clean")
     if cfg.clean_ratio is None or not ({"fix", "expected"} & set(cfg.kinds)):
         return made
-    keep = min(len(clean), round(cfg.clean_ratio * mistakes))
+    keep = min(len(clean), int(cfg.clean_ratio * mistakes + 0.5))  # half up, not to the even
     chosen = set(random.Random(cfg.seed).sample(clean, keep))
     return [d for i, d in enumerate(made) if d.kind != "clean" or i in chosen]
 
