@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml requirements/models.txt
 	  $(PY) scripts/check_llamacpp.py )
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(VENV)/.installed requirements/keras.txt
 	# torch==2.13.0 resolves to the CPU wheel here; pin keeps pip from pulling a CUDA build.
-	$(PIP) install -e '.[hf,dev]'
+	$(PIP) install -e '.[hf,dev,keras]'
+	$(PIP) install --no-deps -r requirements/keras.txt
 	touch $@
 
 # The code sandbox uses bubblewrap and the arena's browser tests Debian's chromium (no browser
@@ -61,6 +62,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_arena.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_keras.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
