@@ -1,0 +1,285 @@
+"""The iGSM lab's model, trainer, decoders, probe, LoRA and the preset run, on a real (tiny) GPT."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mendlab.errors import MendlabError
+from mendlab.mistakes.checker import check, split_steps
+from mendlab.mistakes.corpus import DataSpec, encode, examples, pack
+from mendlab.mistakes.decode import beam, greedy, perfect_detector, retry_upon_regret
+from mendlab.mistakes.experiment import PRESETS, Graded, Run, methods
+from mendlab.mistakes.igsm import GenConfig, problems
+from mendlab.mistakes.lora import trainable, with_lora
+from mendlab.mistakes.model import GPT, GPTConfig
+from mendlab.mistakes.probe import accuracy, fit_probe, probe_data
+from mendlab.mistakes.report import accuracy as pooled_accuracy
+from mendlab.mistakes.report import summarize, write_report
+from mendlab.mistakes.retry import with_retries
+from mendlab.mistakes.tokenizer import tokenizer
+from mendlab.mistakes.train import TrainConfig, lr_at, train
+
+TOK = tokenizer()
+SMALL = GenConfig(op_min=2, op_max=2, max_instance=4)
+
+
+def tiny(block: int = 384, layers: int = 2, embd: int = 64) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(TOK.vocab_size, n_layer=layers, n_head=2, n_embd=embd, block_size=block))
+
+
+# -- the model -------------------------------------------------------------------------------------------
+
+
+def test_packed_problems_do_not_see_each_other() -> None:
+    model = tiny()
+    a, b = torch.randint(0, TOK.vocab_size, (1, 7)), torch.randint(0, TOK.vocab_size, (1, 5))
+    row = torch.cat((a, b), dim=1)
+    doc = torch.tensor([[0] * 7 + [1] * 5])
+    pos = torch.tensor([list(range(7)) + list(range(5))])
+    packed, _ = model(row, doc=doc, positions=pos)
+    alone, _ = model(b)
+    assert torch.allclose(packed[0, 7:], alone[0], atol=1e-5)
+    leaky, _ = model(row)  # without the mask, b attends to a: the test can tell
+    assert not torch.allclose(leaky[0, 7:], alone[0], atol=1e-3)
+
+
+def test_cached_left_padded_decoding_equals_a_full_forward() -> None:
+    model = tiny()
+    seq = torch.randint(0, TOK.vocab_size, (1, 12))
+    full, _ = model(seq)
+    pad = 3
+    idx = torch.cat((torch.full((1, pad), TOK.pad_id), seq[:, :8]), dim=1)
+    valid = torch.tensor([[False] * pad + [True] * 8])
+    logits, _, cache = model.step(idx, (valid.long().cumsum(1) - 1).clamp(min=0), valid, None)
+    assert torch.allclose(logits[0], full[0, 7], atol=1e-4)
+    for t in range(8, 12):
+        valid = torch.cat((valid, torch.ones((1, 1), dtype=torch.bool)), dim=1)
+        logits, _, cache = model.step(seq[:, t : t + 1], torch.tensor([[t]]), valid, cache)
+        assert torch.allclose(logits[0], full[0, t], atol=1e-4)
+
+
+# -- the data the trainer sees ---------------------------------------------------------------------------
+
+
+def test_only_the_solution_is_trained_and_masked_retries_are_not() -> None:
+    p = problems(SMALL, "train", 1, 0)[0]
+    ex = encode(TOK, p, p.solution)
+    trained = [t for t, on in zip(ex.ids, ex.trained, strict=True) if on]
+    assert TOK.decode(trained[:-1]) == p.solution and trained[-1] == TOK.eos_id
+    r = with_retries(p, 0.9, "strong", random.Random(1))
+    assert r.wrong, "p=0.9 inserts wrong steps"
+    masked = encode(TOK, p, r.text, r.wrong)
+    kept = TOK.decode([t for t, on in zip(masked.ids, masked.trained, strict=True) if on][:-1])
+    # The wrong "Define W as" is not trained; the "[BACK]." that takes it back is (it must be learned).
+    assert kept.count("[BACK].") == len(r.wrong)
+    assert [s for s in split_steps(kept.replace("[BACK].", " ")) if s.strip()] == split_steps(p.solution)
+    unmasked = TOK.decode([t for t, on in zip(masked.ids, encode(TOK, p, r.text).trained, strict=True) if on][:-1])
+    assert unmasked == r.text
+
+
+def test_packing_keeps_examples_whole_and_counts_real_tokens() -> None:
+    data = examples(TOK, problems(SMALL, "train", 30, 0), DataSpec(), 0)
+    rows = pack(data, 384, TOK.pad_id)
+    assert rows.tokens == sum(len(e.ids) - 1 for e in data)
+    assert int(rows.weights.sum()) == sum(sum(e.trained[1:]) for e in data)
+    with pytest.raises(ValueError, match="does not fit"):
+        pack(data, 20, TOK.pad_id)
+
+
+# -- the trainer -----------------------------------------------------------------------------------------
+
+
+def test_the_schedule_warms_up_then_decays_to_one_percent() -> None:
+    cfg = TrainConfig(steps=100, warmup=10, lr=1e-3)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(55, cfg) == pytest.approx((1e-5 + 1e-3) / 2, rel=1e-6)
+    assert lr_at(100, cfg) == pytest.approx(1e-5)
+
+
+def test_the_trainer_overfits_a_tiny_set() -> None:
+    data = examples(TOK, problems(SMALL, "train", 8, 0), DataSpec(), 0)
+    rows = pack(data, 384, TOK.pad_id)
+    model = tiny()
+    result = train(model, rows, TrainConfig(steps=120, batch_size=4, lr=3e-3, warmup=5, weight_decay=0.0))
+    assert result.losses[-1] < 0.3 * result.losses[0]
+
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from pathlib import Path
+    from mendlab.mistakes.corpus import DataSpec, examples, pack
+    from mendlab.mistakes.igsm import GenConfig, problems
+    from mendlab.mistakes.model import GPT, GPTConfig
+    from mendlab.mistakes.tokenizer import tokenizer
+    from mendlab.mistakes.train import TrainConfig, train
+    tok = tokenizer()
+    rows = pack(examples(tok, problems(GenConfig(2, 2, 4), "train", 16, 0), DataSpec(0.3), 0), 384, tok.pad_id)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(tok.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=384))
+    slow = sys.argv[2] == "slow"
+    def on_step(step, loss):
+        if slow and step >= 4:
+            print("STEP", step, flush=True)
+            import time; time.sleep(0.3)
+    cfg = TrainConfig(steps=12, batch_size=4, warmup=2, checkpoint_every=2)
+    train(model, rows, cfg, Path(sys.argv[1]), on_step=on_step)
+    torch.save(model.state_dict(), Path(sys.argv[1]) / "final.pt")
+    """
+)
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    script = tmp_path / "t.py"
+    script.write_text(TRAIN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, str(script), str(whole), "fast"], check=True, env=env, timeout=120)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, str(script), str(cut), "slow"], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("STEP 7"):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(cut / "checkpoint.pt", weights_only=False)
+    assert 4 <= state["step"] < 12, "killed mid-run, after a checkpoint"
+    subprocess.run([sys.executable, str(script), str(cut), "fast"], check=True, env=env, timeout=120)
+    a, b = torch.load(whole / "final.pt"), torch.load(cut / "final.pt")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert len(torch.load(cut / "checkpoint.pt", weights_only=False)["losses"]) == 12
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
+    rows = pack(examples(TOK, problems(SMALL, "train", 4, 0), DataSpec(), 0), 384, TOK.pad_id)
+    train(tiny(), rows, TrainConfig(steps=2, batch_size=2, warmup=1), tmp_path)
+    with pytest.raises(ValueError, match="another run"):
+        train(tiny(), rows, TrainConfig(steps=3, batch_size=2, warmup=1), tmp_path)
+
+
+# -- decoding, on a model that learned a handful of problems by heart -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def memorized() -> tuple[GPT, list]:  # type: ignore[type-arg]
+    probs = problems(SMALL, "train", 6, 3)
+    rows = pack(examples(TOK, probs, DataSpec(), 0), 384, TOK.pad_id)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(TOK.vocab_size, n_layer=2, n_head=2, n_embd=64, block_size=384))
+    train(model, rows, TrainConfig(steps=250, batch_size=6, lr=3e-3, warmup=10, weight_decay=0.0))
+    return model, probs
+
+
+def test_greedy_beam_and_regret_return_the_learned_solutions(memorized: tuple[GPT, list]) -> None:  # type: ignore[type-arg]
+    model, probs = memorized
+    for p, d in zip(probs, greedy(model, TOK, probs, batch_size=4), strict=True):
+        assert check(p, d.solution).correct, d.solution
+    for p in probs[:3]:
+        assert check(p, beam(model, TOK, p, width=3).solution).correct
+        d = retry_upon_regret(model, TOK, p, perfect_detector, max_retries=3)
+        assert check(p, d.solution).correct and d.regrets == 0  # nothing to regret on a right path
+
+
+def test_regret_resamples_the_step_it_rejects(memorized: tuple[GPT, list]) -> None:  # type: ignore[type-arg]
+    model, probs = memorized
+    seen: list[str] = []
+
+    def always(problem, previous, name, hidden):  # type: ignore[no-untyped-def]
+        seen.append(name)
+        return True
+
+    d = retry_upon_regret(model, TOK, probs[0], always, max_retries=4, seed=1)
+    assert d.regrets == 4 and len(seen) == 4
+    first = split_steps(probs[0].solution)[0]
+    assert seen[0] in first, "the detector is asked about the step's own parameter"
+
+
+def test_greedy_batches_agree_with_one_at_a_time(memorized: tuple[GPT, list]) -> None:  # type: ignore[type-arg]
+    model, probs = memorized
+    together = greedy(model, TOK, probs, batch_size=6)
+    alone = [greedy(model, TOK, [p], batch_size=1)[0] for p in probs]
+    assert together == alone
+
+
+# -- probe and LoRA --------------------------------------------------------------------------------------
+
+
+def test_the_probe_beats_the_majority_class_on_held_out_steps() -> None:
+    gen = GenConfig(op_min=3, op_max=4, max_instance=6)
+    rows = pack(examples(TOK, problems(gen, "train", 200, 0), DataSpec(0.3), 0), 384, TOK.pad_id)
+    model = tiny()
+    train(model, rows, TrainConfig(steps=80, batch_size=8, lr=3e-3, warmup=5))
+    fit = probe_data(model, TOK, problems(gen, "train", 120, 1), seed=0)
+    held = probe_data(model, TOK, problems(gen, "train", 60, 2), seed=1)
+    majority = max(float(held.labels.mean()), 1 - float(held.labels.mean()))
+    assert 0.2 < float(held.labels.mean()) < 0.8, "both labels are common"
+    acc = accuracy(fit_probe(fit), held)
+    assert acc > majority + 0.05, (acc, majority, len(held.labels))
+
+
+def test_lora_trains_only_its_adapters() -> None:
+    base = tiny()
+    tuned = with_lora(base, rank=4)
+    assert 0 < trainable(tuned) < base.n_params() / 5
+    before = {k: v.clone() for k, v in tuned.state_dict().items() if "lora_" not in k}
+    rows = pack(examples(TOK, problems(SMALL, "train", 4, 0), DataSpec(0.5), 0), 384, TOK.pad_id)
+    train(tuned, rows, TrainConfig(steps=5, batch_size=2, warmup=1, lr=1e-2))
+    after = tuned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randint(0, TOK.vocab_size, (1, 6))
+    assert not torch.allclose(base(x)[0], tuned(x)[0])
+
+
+# -- statistics and the preset run -----------------------------------------------------------------------
+
+
+def test_pooled_accuracy_counts_each_seed_and_clusters_by_problem() -> None:
+    g = lambda i, ok: Graded(f"p{i}", 5, ok, None if ok else "arith", 0, 0)  # noqa: E731
+    by_seed = {0: [g(0, True), g(1, False), g(2, True)], 1: [g(0, True), g(1, True), g(2, False)]}
+    e = pooled_accuracy(by_seed)
+    assert (e.successes, e.trials) == (4, 6)
+    # An interval no narrower than Wilson's on the 6 pooled trials (hand-computed: [0.300, 0.903]).
+    assert e.low <= 0.3001 and e.high >= 0.9032
+
+
+def test_the_tiny_preset_runs_reports_and_resumes(tmp_path: Path) -> None:
+    preset = PRESETS["tiny"]
+    run = Run(preset, tmp_path / "run", log=lambda s: None)
+    for _name, work in run.steps():
+        work()
+    written = write_report(run)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert {p.name for p in written} >= {"summary.json", "report.md", "report.html", "accuracy_vs_op.png", "losses.png"}
+    names = [m["method"] for m in summary["methods"]]
+    assert names == [m.name for m in methods(preset)]
+    for row in summary["methods"]:
+        assert row["seeds"] == [0, 1]
+        n = row["out_of_distribution"]["n"]
+        assert n == (preset.beam_problems if "beam" in row["method"] else preset.n_test) * 2
+    # Resume: a second run trains nothing and regrades nothing.
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    time.sleep(0.01)
+    again = Run(preset, tmp_path / "run", log=lambda s: pytest.fail(f"trained again: {s}"))
+    for _name, work in again.steps():
+        work()
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.suffix in (".pt", ".jsonl"))
+    assert json.loads(json.dumps(summarize(again))) == summary
+    with pytest.raises(MendlabError, match="another configuration"):
+        Run(replace(preset, n_test=5), tmp_path / "run")
+    Run(replace(preset, seeds=(0, 1, 2)), tmp_path / "run")  # more seeds extend the same run
+    assert "paper" in (tmp_path / "run" / "report.md").read_text()
