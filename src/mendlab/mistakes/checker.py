@@ -8,8 +8,8 @@ when, in this order of checks (the first failing one is its kind):
 - undefined: every letter it uses was defined before (an earlier step's parameter, or this step's own
   earlier clause);
 - deps: the parameters it uses are exactly NAME's true dependencies;
-- copy: the numbers written for letters (and constants) are the values they stand for;
-- arith: every operation is right mod 23;
+- copy, arith, clause by clause: the numbers written for letters (and constants) are the values they
+  stand for, and the operation is right mod 23;
 - value (answer, when NAME is the question): the value it reaches is NAME's true value (a wrong constant or
   operator with otherwise right steps).
 Unnecessary but right steps are allowed; a step ending in "[BACK]." (a retry) is skipped. After the last
@@ -160,17 +160,16 @@ def _grade(inst: Instance, state: _State, raw: str) -> tuple[str | None, _Step |
     if used != inst.deps(param):
         return "deps", s
     local = {}
-    for c in s.clauses:
+    for c in s.clauses:  # clause by clause: a wrong sum copied on right is the sum's error
         if len(c.op) == 2:
             return "copy", s
         for x, n in zip(c.letters, c.numbers, strict=True):
             want = (local[x] if x in local else state.values[x]) if _LETTER.fullmatch(x) else int(x)
             if n != want:
                 return "copy", s
-        local[c.target] = c.result
-    for c in s.clauses:
         if c.op and c.result != binop(c.op, c.numbers[0], c.numbers[1]):
             return "arith", s
+        local[c.target] = c.result
     if s.clauses[-1].result != inst.values[param]:
         return ("answer" if param == inst.question else "value"), s
     return None, s

@@ -642,6 +642,12 @@ def instance(p: Problem | str) -> Instance:
     return _build(p if isinstance(p, str) else p.id)[1]
 
 
+def template(p: Problem) -> str:
+    """The solution's template: each step's form and which earlier steps it uses; no names, no numbers."""
+    inst = instance(p)
+    return _template(list(inst.defs), list(inst.necessary))
+
+
 def split_of(p: Problem) -> Literal["train", "test"]:
     """By a hash (mod 23) of the solution's template: test problems are structurally unseen."""
     return "test" if p.split == "test" else "train"
