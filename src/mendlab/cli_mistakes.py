@@ -14,8 +14,12 @@ from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from mendlab.errors import InputError, MendlabError
+from mendlab.output import stdout_console
+from mendlab.progress import progress_bar
 
 mistakes_app = typer.Typer(
     no_args_is_help=True,
@@ -24,6 +28,7 @@ mistakes_app = typer.Typer(
     help="Learning from mistakes: iGSM problems, step-by-step grading, GPTs trained from scratch.",
 )
 _err = Console(stderr=True)
+_out = stdout_console()
 
 
 def _write_lines(out: Path | None, rows: Iterator[dict[str, Any]]) -> int:
@@ -134,3 +139,121 @@ def check(
     right = sum(1 for v in verdicts if v["correct"])
     share = f" ({100 * right / len(verdicts):.1f}%)" if verdicts else ""
     _err.print(f"{right} of {len(verdicts)} solutions correct{share}", highlight=False)
+
+
+# -- the lab: train, grade, run a preset, report (the lead's part) --------------------------------------
+
+PresetArg = Annotated[str, typer.Argument(help="Preset: cpu (2 cores, ~30 min), gpu (a CUDA GPU), tiny (seconds).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/mistakes-PRESET).")]
+SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="Training seeds, e.g. 0,1 (default: the preset's).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… (default: the preset's).")]
+
+
+def _run(preset: str, out: Path | None, seeds: str | None, device: str | None) -> Any:
+    from dataclasses import replace
+
+    from mendlab.mistakes.experiment import PRESETS, Run
+
+    if preset not in PRESETS:
+        raise MendlabError(f"unknown preset {preset!r} (one of: {', '.join(PRESETS)})")
+    p = PRESETS[preset]
+    if seeds is not None:
+        try:
+            p = replace(p, seeds=tuple(int(s) for s in seeds.split(",") if s.strip()))
+        except ValueError:
+            raise MendlabError(f"--seeds: {seeds!r} is not a comma-separated list of integers") from None
+        if not p.seeds:
+            raise MendlabError("--seeds: give at least one seed")
+    if device is not None:
+        p = replace(p, train=replace(p.train, device=device, bf16=device.startswith("cuda")))
+    if p.train.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MendlabError(f"preset {p.name!r} runs on {p.train.device}; torch sees no CUDA GPU: pass --device cpu")
+    return Run(p, out or Path("runs") / f"mistakes-{preset}", log=lambda s: _err.print(escape(s)))
+
+
+def _work(run: Any, steps: list[tuple[str, Any]]) -> None:
+    with progress_bar(_err) as bar:
+        task = bar.add_task("iGSM lab", total=len(steps))
+        for name, work in steps:
+            bar.update(task, description=name)
+            work()
+            bar.advance(task)
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    from mendlab.mistakes.report import _from_json, _pct
+
+    table = Table(title=f"iGSM · preset {summary['preset']} · OOD op {summary['out_of_distribution_ops']}")
+    for col in ("method", "in distribution", "out of distribution", "[BACK]/problem", "paper (OOD)"):
+        table.add_column(col, no_wrap=col == "method")
+    for row in summary["methods"]:
+        backs = "n/a" if row["backs_per_problem"] is None else f"{row['backs_per_problem']:.2f}"
+        table.add_row(
+            escape(row["method"]),
+            _pct(_from_json(row["in_distribution"])),
+            _pct(_from_json(row["out_of_distribution"])),
+            backs,
+            escape(row["paper_ood"]),
+        )
+    _out.print(table)
+
+
+@mistakes_app.command("run")
+def run_preset(
+    preset: PresetArg = "cpu", out: OutOpt = None, seeds: SeedsOpt = None, device: DeviceOpt = None
+) -> None:
+    """The paper's table end to end: pretrain, decode, probe, fine-tune, grade, report. Resumes."""
+    from mendlab.mistakes.report import summarize, write_report
+
+    run = _run(preset, out, seeds, device)
+    _work(run, list(run.steps()))
+    written = write_report(run)
+    _print_table(summarize(run))
+    _err.print(f"wrote {', '.join(str(p) for p in written)}")
+
+
+@mistakes_app.command("train")
+def train_one(
+    preset: PresetArg = "cpu",
+    retry: Annotated[float, typer.Option(help="Retry rate p (0: error-free data).")] = 0.0,
+    kind: Annotated[str, typer.Option(help="Wrong steps: strong, weak or miss.")] = "strong",
+    masked: Annotated[bool, typer.Option("--masked", help="Leave the wrong steps out of the loss.")] = False,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    out: OutOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Pretrain one model of a preset (the run folder keeps it for `run` and `eval`). Resumes."""
+    from mendlab.mistakes.corpus import DataSpec
+
+    if kind not in ("strong", "weak", "miss"):
+        raise MendlabError(f"--kind: {kind!r} is not one of strong, weak, miss")
+    if not 0 <= retry < 1:
+        raise MendlabError(f"--retry: {retry} is not in [0, 1)")
+    run = _run(preset, out, str(seed), device)
+    spec = DataSpec(retry, kind, masked)
+    _work(run, [(f"pretraining {spec.label}", lambda: run.pretrained(spec, seed))])
+
+
+@mistakes_app.command("eval")
+def eval_one(
+    preset: PresetArg = "cpu",
+    method: Annotated[str, typer.Option(help="A row of the table (see `mendlab mistakes run`); default: all.")] = "",
+    out: OutOpt = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Grade one method (training what it needs) and rebuild the report from what is complete."""
+    from mendlab.mistakes.experiment import methods
+    from mendlab.mistakes.report import summarize, write_report
+
+    run = _run(preset, out, seeds, device)
+    rows = [m for m in methods(run.preset) if not method or m.name == method]
+    if not rows:
+        raise MendlabError(f"--method: {method!r} is not one of: {'; '.join(m.name for m in methods(run.preset))}")
+    steps = [(f"{m.name} · seed {s}", lambda m=m, s=s: run.graded(m, s)) for s in run.preset.seeds for m in rows]
+    _work(run, steps)
+    write_report(run)
+    _print_table(summarize(run))
