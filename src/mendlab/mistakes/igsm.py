@@ -574,7 +574,7 @@ def parse_id(pid: str) -> tuple[GenConfig, int]:
     return cfg, seed
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)  # about 12 KiB a problem
 def _build(pid: str) -> tuple[Problem, Instance]:
     cfg = parse_id(pid)[0]
     rng = random.Random(pid)
