@@ -10,18 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
 
 from mendlab.dialogs.experiments import play_dialog
 from mendlab.dialogs.scenario import Scenario, load_scenario, parse_scenario
 from mendlab.errors import InputError
+from mendlab.jsonl import read_objects
 from mendlab.models import ChatModel, Message, SamplingParams
 from mendlab.training.chats import read_chats
-from mendlab.training.labels import TrainMessage, label_conversation, load_chat_tokenizer, trained_text
+from mendlab.training.labels import TrainMessage, label_conversation, load_chat_tokenizer, parse_messages, trained_text
 from mendlab.training.overlap import build_eval_set, dialogue_overlap, scenario_overlap
 from mendlab.training.scenarios import generate, write_scenarios
 from tests.conftest import MENDLAB, cli_env
 from tests.scripted import attempts_on_step, step_index
 from tests.scripted_server import models_toml, scripted_server
+from tests.test_user_files import FUZZ, any_jsonl, garbage, garbled, mutated_jsonl, ours_or_nothing, write
 
 EV = build_eval_set()
 
@@ -210,6 +213,9 @@ def test_users_chats_and_openassistant_trees(tmp_path: Path) -> None:
     bad.write_text(json.dumps(mine) + "\n" + json.dumps({"prompt": {"text": "q", "role": "robot"}}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl:2: prompt.role must be prompter, assistant or system"):
         list(read_chats(bad))
+    bad.write_text('{"messages": [{"role": "user", "content": "a\\ud800"}]}\n')  # JSON's lone surrogate: no text
+    with pytest.raises(InputError, match=r"bad.jsonl:1: messages\[0\].content holds a lone surrogate"):
+        list(read_chats(bad))
     bad.write_text('{"conversation": []}\n')
     with pytest.raises(InputError, match=r"bad.jsonl:1: neither OpenAI messages"):
         list(read_chats(bad))
@@ -225,3 +231,21 @@ def test_data_scenarios_command(tmp_path: Path) -> None:
     assert r.returncode == 0 and files[0].read_bytes() != first  # disjoint from the held-out set given
     r = _cli(tmp_path, "data", "scenarios", "--n", "0", "-o", "gen")
     assert r.returncode == 2 and r.stderr.strip() == "error: --n must be at least 1"
+
+
+CHATS = "".join(
+    json.dumps(r) + "\n"
+    for r in [
+        {"messages": [{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!", "weight": 1}]},
+        OA_TREE,
+    ]
+)
+
+
+@FUZZ
+@given(content=garbage | any_jsonl | garbled(CHATS) | mutated_jsonl(CHATS))
+def test_chat_files_fuzzed(tmp_path: Path, content: bytes) -> None:
+    """What `data build --chat` and `train labels` read: it loads, or one line of ours names the file."""
+    path = write(tmp_path / "chats.jsonl", content)
+    ours_or_nothing(lambda p: list(read_chats(p)), path, line=True)
+    ours_or_nothing(lambda p: [parse_messages(row, where) for where, row in read_objects(p)], path, line=True)

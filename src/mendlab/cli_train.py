@@ -33,6 +33,16 @@ EvalOpt = Annotated[
 ]
 
 
+def json_line(obj: Any) -> str:
+    """One JSON line, UTF-8 as it is where it can be: a lone surrogate (JSON can spell one) escaped."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj)
+    return line
+
+
 def _root(ctx: typer.Context) -> Any:
     return ctx.find_root().obj  # mendlab.cli.Settings: config and db
 
@@ -94,7 +104,7 @@ def labels(
         }
         if "source" in row:
             doc["source"] = row["source"]
-        lines.append(json.dumps(doc, ensure_ascii=False))
+        lines.append(json_line(doc))
         trained += labeled.trained_tokens
         total += len(labeled.input_ids)
     _write(out, lines)
@@ -159,7 +169,7 @@ def build(
         err.print(note, highlight=False, soft_wrap=True)
     if not built.dialogues:
         raise MendlabError("no training dialogues in the chosen runs (see `mendlab runs`; --experiment, --kinds)")
-    _write(out, [json.dumps(d.to_json(), ensure_ascii=False) for d in built.dialogues])
+    _write(out, [json_line(d.to_json()) for d in built.dialogues])
     shown = ", ".join(f"{n} {k}" for k, n in sorted(built.counts.items()))
     err.print(f"{len(built.dialogues)} dialogues: {shown}" + (f" → {out}" if out else ""), highlight=False)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from mendlab.errors import InputError
 from mendlab.jsonl import read_objects
-from mendlab.training.labels import parse_messages
+from mendlab.training.labels import check_text, parse_messages
 
 ROLE_OF = {"prompter": "user", "user": "user", "assistant": "assistant", "system": "system"}
 
@@ -39,6 +39,7 @@ def _node(node: Any, where: str, at: str) -> tuple[dict[str, Any], list[Any]]:
     text = node.get("text", node.get("content"))
     if not isinstance(text, str):
         raise InputError(f"{where}: {at}.text must be a string")
+    check_text(text, f"{where}: {at}.text")
     replies = node.get("replies", [])
     if not isinstance(replies, list):
         raise InputError(f"{where}: {at}.replies must be a list")

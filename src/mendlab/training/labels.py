@@ -95,6 +95,7 @@ def parse_messages(row: Any, where: str) -> tuple[TrainMessage, ...]:
         content = m.get("content")
         if not isinstance(content, str):
             raise InputError(f"{where}: messages[{i}].content must be a string")
+        check_text(content, f"{where}: messages[{i}].content")
         if m.get("tool_calls"):
             raise InputError(f"{where}: messages[{i}].tool_calls: not supported (give the call as content)")
         weight = m.get("weight", 1)
@@ -104,6 +105,15 @@ def parse_messages(row: Any, where: str) -> tuple[TrainMessage, ...]:
             raise InputError(f"{where}: messages[{i}].weight: only assistant turns are trained or not")
         out.append(TrainMessage(str(role), content, int(weight)))
     return tuple(out)
+
+
+def check_text(text: str, what: str) -> None:
+    """JSON can spell a lone UTF-16 surrogate ("\\ud800"), which is no text: no tokenizer reads it and
+    no UTF-8 file can hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} holds a lone surrogate ({text[exc.start]!r}), not text") from None
 
 
 def _render(tokenizer: Any, messages: Sequence[TrainMessage], generation: bool, at: int) -> str:
