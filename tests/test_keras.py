@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
     bool(missing_modules(gguf=True)), reason=f"keras extra not installed (no {missing_modules(gguf=True)})"
 )
 
+ORIGINAL_ENV = dict(os.environ)  # before any test imports keras
 CALENDAR = [Message("system", CALENDAR_SYSTEM_PROMPT), Message("user", "Add a meeting with Fred on Nov 11 at 5PM")]
 SHORT = [Message("user", "What is the capital of France? Answer in one word.")]
 HISTORY = [
@@ -125,6 +126,30 @@ def test_sharded_over_8_devices_equals_unsharded(tmp_path: Path, calendar_greedy
     assert attn_out[0][0] is None and attn_out[3] == [0] and attn_out[1] == [9, 64, 576]
     split = [p for p, (spec, *_rest) in layouts.items() if "model" in spec]
     assert len(split) > 100, split
+
+
+def test_keras_backend_does_not_leak_into_the_environment(smollm_keras: ChatModel) -> None:
+    """KERAS_BACKEND=jax is for keras' import only: torch, a sandboxed program, a subprocess never see it."""
+    import keras
+
+    assert keras.config.backend() == "jax"
+    assert os.environ.get("KERAS_BACKEND") == ORIGINAL_ENV.get("KERAS_BACKEND")
+    assert os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == ORIGINAL_ENV.get("XLA_PYTHON_CLIENT_PREALLOCATE")
+
+
+def test_arena_pool_reserves_the_fp32_weights(registry: Registry, smollm_keras: ChatModel) -> None:
+    from mendlab.arena.pool import GiB, MemoryBudgetError, ModelPool
+
+    def loader(spec: object) -> ChatModel:
+        return smollm_keras  # already loaded: the pool's arithmetic is what is tested
+
+    small = ModelPool(registry, int(0.3 * GiB), loader=loader)
+    with pytest.raises(MemoryBudgetError, match=r"needs 0\.5\d GiB"), small.use("smollm2-135m@keras"):
+        pass  # the 98 MB file would fit; the 0.5 GiB it becomes does not
+    pool = ModelPool(registry, 2 * GiB, loader=loader)
+    with pool.use("smollm2-135m@keras") as model:
+        assert model is smollm_keras
+    assert pool.used() == smollm_keras.memory_bytes() and pool.used("gpu") == 0  # type: ignore[attr-defined]
 
 
 def test_stop_strings_and_streaming(smollm_keras: ChatModel) -> None:
