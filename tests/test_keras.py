@@ -224,6 +224,7 @@ def test_registry_memory_and_close(registry: Registry, smollm_keras: ChatModel, 
         ('backend = "keras"\nbundled = "smollm2-135m"\nmesh = 8\nmesh_axes = ["m", "m"]\n', r":6: .*two different"),
         ('backend = "keras"\nbundled = "gpt-5"\n', r":4: .*'gpt-5' is not a bundled model \(one of: smollm2-135m"),
         ('backend = "keras"\nbundled = "smollm2-135m"\npath = "x.gguf"\n', r":4: .*either 'bundled' or 'path'"),
+        ('backend = "keras"\nbundled = "smollm2-135m"\ndevice = "cuda"\n', r":5: .*'device' is not for the keras"),
     ],
 )
 def test_bad_keras_fields_are_one_line_errors(tmp_path: Path, body: str, match: str) -> None:

@@ -315,6 +315,12 @@ def _spec_from_table(name: str, table: dict[str, Any], text: str, where: str) ->
     for key in _KERAS_FIELDS & kwargs.keys():
         if backend != "keras":
             raise fail(key, f"field {key!r} is only for the keras backend")
+    if backend == "keras" and "device" in kwargs:
+        raise fail(
+            "device",
+            "field 'device' is not for the keras backend: JAX runs on its default platform "
+            "(mesh = [data, model] spreads a model over several devices)",
+        )
     if "mesh_axes" in kwargs and "mesh" not in kwargs:
         raise fail("mesh_axes", "field 'mesh_axes' names the axes of 'mesh': give mesh = [data, model] too")
     if "bundled" in kwargs:
