@@ -19,14 +19,14 @@ import torch
 from mendlab.errors import MendlabError
 from mendlab.mistakes.checker import check, split_steps
 from mendlab.mistakes.corpus import DataSpec, encode, examples, pack
-from mendlab.mistakes.decode import beam, greedy, perfect_detector, retry_upon_regret
-from mendlab.mistakes.experiment import PRESETS, Graded, Run, methods
+from mendlab.mistakes.decode import Decoded, beam, greedy, perfect_detector, retry_upon_regret
+from mendlab.mistakes.experiment import PRESETS, Graded, Run, grade, methods
 from mendlab.mistakes.igsm import GenConfig, problems
 from mendlab.mistakes.lora import trainable, with_lora
 from mendlab.mistakes.model import GPT, GPTConfig
 from mendlab.mistakes.probe import accuracy, fit_probe, probe_data
 from mendlab.mistakes.report import accuracy as pooled_accuracy
-from mendlab.mistakes.report import summarize, write_report
+from mendlab.mistakes.report import progress, summarize, write_report
 from mendlab.mistakes.retry import with_retries
 from mendlab.mistakes.tokenizer import tokenizer
 from mendlab.mistakes.train import TrainConfig, lr_at, train
@@ -257,6 +257,19 @@ def test_pooled_accuracy_counts_each_seed_and_clusters_by_problem() -> None:
     assert e.low <= 0.3001 and e.high >= 0.9032
 
 
+def test_partial_credit_counts_the_right_steps_before_the_first_error() -> None:
+    p = problems(GenConfig(op_min=4, op_max=4, max_instance=6), "train", 1, 0)[0]
+    steps = split_steps(p.solution)
+    assert len(steps) >= 3
+    assert grade(p, Decoded(p.solution)).progress == 1.0
+    wrong = " ".join([*steps[:2], "Define nothing as [BACK].", steps[-1]])  # a taken-back step is no credit
+    g = grade(p, Decoded(wrong))
+    assert not g.correct and g.backs == 1
+    assert g.progress == pytest.approx(2 / len(steps))
+    by_seed = {0: [Graded("a", 4, False, "deps", 0, 0, 0.5)], 1: [Graded("a", 4, True, None, 0, 0, 1.0)]}
+    assert progress(by_seed, [4]).value == pytest.approx(0.75)
+
+
 def test_the_tiny_preset_runs_reports_and_resumes(tmp_path: Path) -> None:
     preset = PRESETS["tiny"]
     run = Run(preset, tmp_path / "run", log=lambda s: None)
@@ -270,7 +283,8 @@ def test_the_tiny_preset_runs_reports_and_resumes(tmp_path: Path) -> None:
     for row in summary["methods"]:
         assert row["seeds"] == [0, 1]
         n = row["out_of_distribution"]["n"]
-        assert n == (preset.beam_problems if "beam" in row["method"] else preset.n_test) * 2
+        sequential = "beam" in row["method"] or "regret" in row["method"]
+        assert n == (preset.sequential_problems if sequential else preset.n_test) * 2
     # Resume: a second run trains nothing and regrades nothing.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
     time.sleep(0.01)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mendlab.mistakes.experiment import Graded, Run, all_graded, losses, methods, preset_id
 from mendlab.reports.figures import pyplot, to_png
-from mendlab.stats import Estimate, ratio_ci
+from mendlab.stats import Estimate, MeanEstimate, mean_ci, ratio_ci
 
 # iGSM-med, out of distribution (op 20-23), from the paper (SPEC.md §3 appendix). None: not reported.
 PAPER: dict[str, str] = {
@@ -63,6 +63,18 @@ def accuracy(by_seed: Mapping[int, Sequence[Graded]], ops: Sequence[int] | None 
     return ratio_ci([(k, n) for k, n in per_problem.values()])
 
 
+def progress(by_seed: Mapping[int, Sequence[Graded]], ops: Sequence[int]) -> MeanEstimate:
+    """Mean partial credit, clustered by test problem as `accuracy` is."""
+    per_problem: dict[str, list[float]] = {}
+    for items in by_seed.values():
+        for g in items:
+            if g.op in ops:
+                c = per_problem.setdefault(g.id, [0.0, 0])
+                c[0] += g.progress
+                c[1] += 1
+    return mean_ci([(s, int(n)) for s, n in per_problem.values()])
+
+
 def _seed_acc(items: Sequence[Graded], ops: Sequence[int]) -> str:
     chosen = [g for g in items if g.op in ops]
     return f"{sum(g.correct for g in chosen) / len(chosen):.0%}" if chosen else "n/a"
@@ -88,6 +100,7 @@ def summarize(run: Run) -> dict[str, Any]:
                 "in_distribution": accuracy(by_seed, ind).to_json(),
                 "out_of_distribution": accuracy(by_seed, ood).to_json(),
                 "per_op": {str(op): accuracy(by_seed, [op]).to_json() for op in p.test_ops},
+                "ood_progress": progress(by_seed, ood).to_json(),
                 "ood_per_seed": {str(s): _seed_acc(items, ood) for s, items in sorted(by_seed.items())},
                 "backs_per_problem": sum(g.backs for g in every) / len(every) if every else None,
                 "regrets_per_problem": sum(g.regrets for g in every) / len(every) if every else None,
@@ -160,9 +173,9 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f" seeds {', '.join(map(str, summary['seeds']))}. In distribution: op {ind};"
         f" out of distribution: op {ood}. Accuracy pooled over seeds, 95% interval over test problems.",
         "",
-        "| method | in distribution | out of distribution | OOD per seed | [BACK]/problem | regrets/problem"
-        " | paper (iGSM-med OOD) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | in distribution | out of distribution | OOD per seed | OOD steps right before the first error"
+        " | [BACK]/problem | regrets/problem | paper (iGSM-med OOD) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["methods"]:
         ind_e, ood_e = (_from_json(row["in_distribution"]), _from_json(row["out_of_distribution"]))
@@ -170,7 +183,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
         backs = "n/a" if row["backs_per_problem"] is None else f"{row['backs_per_problem']:.2f}"
         regrets = "n/a" if row["regrets_per_problem"] is None else f"{row['regrets_per_problem']:.2f}"
         lines.append(
-            f"| {row['method']} | {_pct(ind_e)} | {_pct(ood_e)} | {per_seed} | {backs} | {regrets}"
+            f"| {row['method']} | {_pct(ind_e)} | {_pct(ood_e)} | {per_seed} | {_mean(row['ood_progress'])}"
+            f" | {backs} | {regrets}"
             f" | {row['paper_ood']} |"
         )
     if summary["probe"]:
@@ -178,6 +192,12 @@ def markdown(summary: Mapping[str, Any]) -> str:
         lines += ["", f"can_next probe on held-out steps (paper: ~99%): {accs}."]
     lines += ["", "![accuracy vs op](accuracy_vs_op.png)", "", "![loss curves](losses.png)", ""]
     return "\n".join(lines)
+
+
+def _mean(d: Mapping[str, Any]) -> str:
+    if not d["n"]:
+        return "n/a"
+    return f"{d['mean']:.0%} [{d['low']:.0%}, {d['high']:.0%}]"
 
 
 def _from_json(d: Mapping[str, Any]) -> Estimate:
