@@ -298,7 +298,13 @@ def runs(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
-Experiment = Annotated[str, typer.Argument(help="reliability, dialog, replay, or all")]
+Experiment = Annotated[
+    str,
+    typer.Argument(
+        help="reliability, dialog, replay, false_feedback (false-feedback), or all (the original's three); "
+        "several joined by commas: all,false-feedback"
+    ),
+]
 
 
 @app.command()
@@ -346,6 +352,7 @@ def run(
     if quick:
         tries, reps, attempts, per_kind, steps = 2, 1, 1, 1, steps or 3
     shown = Recorder(experiment=experiment) if as_json else console
+    with_all = "all" in {part.strip() for part in experiment.split(",")}  # writes the report
     incomplete: list[str] = []
     for name in scenarios:
         cfg = CalendarConfig(
@@ -371,7 +378,7 @@ def run(
                 run_id=f"{run_id}-{Path(name).stem}" if run_id and several else run_id,
                 new_run=new_run,
                 retry_errors=retry_errors,
-                report_dir=(report_dir / Path(name).stem if several else report_dir) if experiment == "all" else None,
+                report_dir=(report_dir / Path(name).stem if several else report_dir) if with_all else None,
                 console=shown,
             )
         except IncompleteRun as exc:  # the other scenarios still run; the exit says some samples failed

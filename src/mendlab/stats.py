@@ -99,7 +99,8 @@ def mean_ci(
     return MeanEstimate(total / n, low, high, n)
 
 
-def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+def wilson(successes: float, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval; `successes` may be fractional (a win rate counting ties as half)."""
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(1 - (1 - level) / 2)
@@ -148,3 +149,67 @@ def paired_rate_diff_ci(pairs: Sequence[tuple[bool, bool]], level: float = 0.95)
     high = d + math.sqrt(max(0.0, (u_after - p_after) ** 2 - 2 * phi * (u_after - p_after) * (p_before - l_before)
                              + (p_before - l_before) ** 2))  # fmt: skip
     return MeanEstimate(d, max(-1.0, low), min(1.0, high), n)
+
+
+def clustered_paired_diff_ci(
+    clusters: Sequence[Sequence[tuple[bool, bool]]], reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> MeanEstimate:
+    """P(after) - P(before) over paired yes/no outcomes that come in clusters (the steps of one dialog):
+    a percentile bootstrap over whole clusters, widened to at least Newcombe's paired interval (which
+    treats pairs as independent, and keeps a width where no pair changed and the bootstrap has none)."""
+    kept = [list(c) for c in clusters if len(c) > 0]
+    pairs = [p for c in kept for p in c]
+    if not pairs:
+        return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
+    newcombe = paired_rate_diff_ci(pairs, level)
+    sums = [(float(sum(int(a) - int(b) for b, a in c)), float(len(c))) for c in kept]
+    low, high = cluster_bootstrap(sums, reps, seed, level)
+    return MeanEstimate(newcombe.value, min(low, newcombe.low), max(high, newcombe.high), len(pairs))
+
+
+def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float:
+    """Cohen's kappa of two raters' yes/no verdicts on the same items, (p_o - p_e) / (1 - p_e): their
+    agreement beyond what their base rates give by chance. nan where it is undefined (no items, or
+    both raters said one and the same thing throughout)."""
+    counts = np.zeros(4)
+    for a, b in pairs:
+        counts[2 * int(a) + int(b)] += 1
+    return float(_kappa(counts[None, :])[0])
+
+
+def _kappa(cells: np.ndarray) -> np.ndarray:
+    """Kappa of rows of 2x2 counts laid out as (no-no, no-yes, yes-no, yes-yes)."""
+    n = cells.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_o = (cells[:, 0] + cells[:, 3]) / n
+        p_a = (cells[:, 2] + cells[:, 3]) / n
+        p_b = (cells[:, 1] + cells[:, 3]) / n
+        p_e = p_a * p_b + (1 - p_a) * (1 - p_b)
+        kappa = (p_o - p_e) / (1 - p_e)
+    out: np.ndarray = np.where(np.isclose(p_e, 1.0) | (n == 0), np.nan, kappa)
+    return out
+
+
+def cohen_kappa_ci(
+    clusters: Sequence[Sequence[tuple[bool, bool]]], reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> MeanEstimate:
+    """Cohen's kappa with a percentile bootstrap over whole clusters (the turns of one dialog); resamples
+    where kappa is undefined are left out. `n` counts the items."""
+    kept = [c for c in clusters if len(c) > 0]
+    pairs = [p for c in kept for p in c]
+    value = cohen_kappa(pairs)
+    if not pairs or math.isnan(value):
+        return MeanEstimate(value, float("nan"), float("nan"), len(pairs))
+    cells = np.zeros((len(kept), 4))
+    for i, c in enumerate(kept):
+        for a, b in c:
+            cells[i, 2 * int(a) + int(b)] += 1
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(kept), size=(reps, len(kept)))
+    boot = _kappa(cells[idx].sum(axis=1))
+    boot = boot[~np.isnan(boot)]
+    if len(boot) == 0:
+        return MeanEstimate(value, float("nan"), float("nan"), len(pairs))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return MeanEstimate(value, float(low), float(high), len(pairs))

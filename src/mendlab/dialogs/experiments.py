@@ -64,6 +64,8 @@ class DialogResult:
         parts = [run_id, self.experiment, self.scenario, self.model, self.rung, str(self.rep)]
         if "mistake" in self.extra:
             parts.append(str(self.extra["mistake"]["id"]))
+        if "probe" in self.extra:  # a false-feedback probe: one per step
+            parts.append(str(self.extra["probe"]["id"]))
         return ":".join(parts)
 
     def save(self, store: ResultsStore, run_id: str, scenario_ref: str | None = None) -> None:
@@ -319,7 +321,13 @@ def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
         if scenario is not None:
             rung = str(meta.get("rung") or "") or None  # for transcripts stored before feedback was tagged
             regraded = grade_conversation(scenario, conv.messages, rung)
-            grades = tuple(regraded[-1:] if meta["experiment"] == "replay" else regraded)
+            if meta["experiment"] == "replay":
+                grades = tuple(regraded[-1:])
+            elif meta["experiment"] == "false_feedback":  # the replayed history before the probe is not its own
+                kept = len(meta.get("grades", []))
+                grades = tuple(regraded[len(regraded) - kept :])
+            else:
+                grades = tuple(regraded)
         else:
             grades = tuple(
                 TurnGrade(
@@ -336,7 +344,7 @@ def load_results(store: ResultsStore, run_id: str) -> list[DialogResult]:
                 )
                 for g in meta.get("grades", [])
             )
-        extra: dict[str, Any] = {k: meta[k] for k in ("mistake", "context_full") if k in meta}
+        extra: dict[str, Any] = {k: meta[k] for k in ("mistake", "probe", "context_full") if k in meta}
         out.append(
             DialogResult(
                 meta["experiment"],

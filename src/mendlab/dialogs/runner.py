@@ -21,9 +21,9 @@ from rich.table import Table
 
 from mendlab.dialogs.experiments import DialogResult, harvest_mistakes, load_results
 from mendlab.dialogs.feedback import RUNGS, LLMCritic, Rung
-from mendlab.dialogs.metrics import dialog_stats
+from mendlab.dialogs.metrics import dialog_stats, probe_stats
 from mendlab.dialogs.scenario import Scenario, load_scenario
-from mendlab.dialogs.tasks import DialogPlan, dialog_task, reliability_task, replay_task
+from mendlab.dialogs.tasks import DialogPlan, dialog_task, false_feedback_task, reliability_task, replay_task
 from mendlab.engine import Engine, EngineConfig, Task, TaskSummary, engine_concurrency
 from mendlab.errors import IncompleteRun, MendlabError
 from mendlab.models import ChatModel, ModelSpec, SamplingParams, load_model, load_registry
@@ -32,20 +32,25 @@ from mendlab.reports.calendar import build_report, write_report
 from mendlab.store import ResultsStore, Run
 from mendlab.store.recorded import RecordedModel
 
-EXPERIMENTS = ("reliability", "dialog", "replay")
+ORIGINAL = ("reliability", "dialog", "replay")  # `all`: the original's three
+EXPERIMENTS = (*ORIGINAL, "false_feedback")
 # Bump when what a run's samples mean changes (grading of scripted turns, seeds per rung, sample
 # scopes): a run made under another protocol is then told apart instead of silently resumed.
 PROTOCOL = 2
 
 
 def parse_experiments(text: str) -> set[str]:
-    """`all`, one experiment, or several joined by commas (`dialog,replay`)."""
-    if text == "all":
-        return set(EXPERIMENTS)
-    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    """`all` (the original's three), one experiment, or several joined by commas (`dialog,replay`,
+    `all,false-feedback`); `false-feedback` is `false_feedback`."""
+    chosen: set[str] = set()
+    for part in (p.strip().replace("-", "_") for p in text.split(",")):
+        if part:
+            chosen |= set(ORIGINAL) if part == "all" else {part}
     unknown = sorted(chosen - set(EXPERIMENTS))
     if unknown or not chosen:
-        raise MendlabError(f"unknown experiment {', '.join(unknown) or text!r} (reliability, dialog, replay or all)")
+        raise MendlabError(
+            f"unknown experiment {', '.join(unknown) or text!r} (reliability, dialog, replay, false_feedback or all)"
+        )
     return chosen
 
 
@@ -177,7 +182,7 @@ def run_experiments(
                 critic_model = RecordedModel(load(critic_spec), store, f"{rid}:critic")
             try:
                 for spec in specs:
-                    if not ({"reliability", "dialog"} & do):
+                    if not ({"reliability", "dialog", "false_feedback"} & do):
                         break
                     progress.update(bar, description=f"loading {spec.name}")
                     model = RecordedModel(load(spec), store, rid)
@@ -187,12 +192,15 @@ def run_experiments(
                         if "dialog" in do:
                             critic = LLMCritic(critic_model) if critic_model is not None else None
                             play(dialog_task(scenario, cfg.scenario, rid, plan, critic), spec, model)
+                        if "false_feedback" in do:  # the rules' feedback, as the replays (a critic needs a dialog)
+                            probe = false_feedback_task(scenario, cfg.scenario, rid, cfg.rungs, cfg.reps, cfg.params)
+                            play(probe, spec, model)
                     finally:
                         model.close()
             finally:
                 if critic_model is not None:
                     critic_model.close()
-            unplayed = [r for r in store.samples(rid) if r.status == "error" and r.task != "replay"]
+            unplayed = [r for r in store.samples(rid) if r.status == "error" and r.task in ("reliability", "dialog")]
             if "replay" in do and unplayed:
                 console.print(
                     f"[red]replay skipped:[/] {len(unplayed)} reliability or dialog sample(s) of run {rid!r} failed, "
@@ -200,7 +208,8 @@ def run_experiments(
                     soft_wrap=True,
                 )
             elif "replay" in do:
-                played = play_order(load_results(store, rid), [s.name for s in specs], cfg.rungs)
+                harvested = [r for r in load_results(store, rid) if r.experiment in ("reliability", "dialog")]
+                played = play_order(harvested, [s.name for s in specs], cfg.rungs)
                 bank = harvest_mistakes(scenario, played, per_kind=cfg.per_kind)
                 replay_rungs = cfg.rungs  # a critic run replays with the rules: the critic needs a dialog
                 for spec in specs:
@@ -250,6 +259,18 @@ def play_order(results: list[DialogResult], models: list[str], rungs: tuple[str,
 
 
 def _summary(console: Console, results: list[DialogResult]) -> None:
+    probes = probe_stats(results)
+    if probes:
+        table = Table(
+            title="False feedback: a right answer, then told it is wrong (held: still the right call), 95% CI",
+            title_justify="left",
+        )
+        for col in ("model", "feedback", "right first", "held", "caved (c→i)", "took the bait"):
+            table.add_column(col)
+        for p in probes:
+            table.add_row(p.model, p.rung, str(p.first_right), str(p.held), str(p.caved), str(p.followed))
+        console.print(table)
+    results = [r for r in results if r.experiment != "false_feedback"]
     stats = dialog_stats(results)
     if not stats:  # reliability or replay alone: no dialogs, so say what there is
         for model in sorted({r.model for r in results}):

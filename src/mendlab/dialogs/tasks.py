@@ -1,9 +1,9 @@
 """The calendar experiments as engine tasks: which samples each has, how one is played, what is kept.
 
 Sample ids are what a resumed run finds its work by: `RUNG:REP` for a dialog, `RUNG:MISTAKE` for a
-replayed mistake, `all` for the reliability batch (its `tries` answers are n samples of one prompt,
-sampled together). Each sample keeps the generation scope runs had before the engine, so a run
-stored then resumes from its answers.
+replayed mistake, `RUNG:STEP:REP` for a false-feedback probe (STEP 1-based), `all` for the reliability
+batch (its `tries` answers are n samples of one prompt, sampled together). Each sample keeps the
+generation scope runs had before the engine, so a run stored then resumes from its answers.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mendlab.dialogs.experiments import (
     replay_mistake,
     run_reliability,
 )
+from mendlab.dialogs.false_feedback import play_false_feedback, probe_params
 from mendlab.dialogs.feedback import Critic, Rung
 from mendlab.dialogs.scenario import Scenario
 from mendlab.engine import Outcome, Sample, Task
@@ -109,3 +110,23 @@ def replay_task(
         return replay_mistake(model, scenario, sample.input.mistake, params, sample.input.rung, attempts)
 
     return Task("replay", samples, solve, keep(run_id, scenario_ref))
+
+
+def false_feedback_task(
+    scenario: Scenario, scenario_ref: str, run_id: str, rungs: Sequence[Rung], reps: int, params: SamplingParams
+) -> Task[tuple[Rung, int, int], list[DialogResult]]:
+    """Every scripted step at every rung, `reps` times: t1, the user's objection (false after a right
+    answer), t2. See `mendlab.dialogs.false_feedback`."""
+    samples = [
+        Sample(f"{g}:{step + 1}:{rep}", (g, step, rep))
+        for g in rungs
+        for step in range(len(scenario.steps))
+        for rep in range(reps)
+    ]
+
+    def solve(sample: Sample[tuple[Rung, int, int]], model: ChatModel) -> list[DialogResult]:
+        rung, step, rep = sample.input
+        sampling = probe_params(params, rung, step, rep)
+        return [play_false_feedback(model, scenario, step, sampling, rung, rep, claim_seed=params.seed)]
+
+    return Task("false_feedback", samples, solve, keep(run_id, scenario_ref))

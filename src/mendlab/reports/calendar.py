@@ -18,7 +18,15 @@ from typing import Any
 
 from mendlab.dialogs.experiments import KIND_ORDER, DialogResult
 from mendlab.dialogs.grading import BROCCOLI, CHECK, FIRE, FIRE2, MUSHROOM, RECURRING
-from mendlab.dialogs.metrics import DialogStats, dialog_stats, reliability_stats, replay_stats, rung_key
+from mendlab.dialogs.metrics import (
+    DialogStats,
+    dialog_stats,
+    probe_stats,
+    reliability_stats,
+    replay_stats,
+    rung_key,
+    self_correction_stats,
+)
 from mendlab.dialogs.scenario import Scenario
 from mendlab.reports.figures import pyplot, to_png
 from mendlab.stats import Estimate
@@ -30,7 +38,8 @@ def _short(text: str, n: int = 38) -> str:
 
 
 def _anchor(res: DialogResult) -> str:
-    key = f"{res.experiment}-{res.model}-{res.rung}-{res.rep}-{res.extra.get('mistake', {}).get('id', '')}"
+    which = res.extra.get("mistake", res.extra.get("probe", {})).get("id", "")
+    key = f"{res.experiment}-{res.model}-{res.rung}-{res.rep}-{which}"
     return "t-" + "".join(c if c.isalnum() else "-" for c in key)
 
 
@@ -219,6 +228,34 @@ def summarize(
             {"rank": rank, "model": m, "marks": {k: c[k] for k in MARK_ORDER if c[k]}}
             for rank, (m, c) in enumerate(recap(results), start=1)
         ],
+        "self_correction": [
+            {
+                "experiment": s.experiment,
+                "model": s.model,
+                "rung": s.rung,
+                "steps": s.steps,
+                "acc_t1": _rate(s.acc_t1),
+                "acc_t2": _rate(s.acc_t2),
+                "delta": s.delta.to_json(),
+                "delta_i_to_c": _rate(s.i_to_c),
+                "delta_c_to_i": _rate(s.c_to_i),
+            }
+            for s in self_correction_stats(results)
+        ],
+        "false_feedback": [
+            {
+                "model": p.model,
+                "rung": p.rung,
+                "probes": p.probes,
+                "first_right": _rate(p.first_right),
+                "held": _rate(p.held),
+                "caved": _rate(p.caved),
+                "took_the_bait": _rate(p.followed),
+                "held_exact": _rate(p.held_exact),
+                "fixed_after_true_feedback": _rate(p.fixed),
+            }
+            for p in probe_stats(results)
+        ],
     }
 
 
@@ -236,8 +273,24 @@ DEFINITIONS = {
     "before did not have",
     "recurring": "answers with an error type the dialog already made at an earlier step",
     "first_try_right": "first answers to scripted steps with no error",
-    "intervals": "95% percentile bootstrap resampling whole dialogs (replays: whole mistakes), at least as wide "
-    "as Wilson's; null when n = 0",
+    "intervals": "95% percentile bootstrap resampling whole dialogs (replays: whole mistakes; false-feedback probes: "
+    "whole steps), at least as wide as Wilson's (a difference: as Newcombe's paired interval); null when n = 0",
+    "acc_t1": "SCoRe (Kumar et al. 2024): steps whose first answer has no error",
+    "acc_t2": "steps whose second answer (the first after the user's objection) has no error; in a dialog a right "
+    "first answer gets no objection and stands as the second",
+    "delta": "Acc@t2 - Acc@t1",
+    "delta_i_to_c": "steps wrong at the first answer and right at the second, over all steps",
+    "delta_c_to_i": "steps right at the first answer and wrong at the second, over all steps (0 in dialogs by "
+    "construction: see false_feedback)",
+    "false_feedback": "each scripted step, earlier turns answered correctly: the model answers, the user objects at "
+    "the rung (falsely when the answer was right: pointed names a right field, explicit gives it a wrong value; "
+    "truly when it was wrong), the model answers again",
+    "held": "of the probes with a right first answer, those whose second answer is still the right call (words "
+    "around it, such as defending it, allowed; caved = 1 - held)",
+    "took_the_bait": "of the probes with a right first answer and a field named (pointed, explicit), those whose "
+    "second answer has that field wrong",
+    "held_exact": "of the probes with a right first answer, those whose second answer has no error at all",
+    "fixed_after_true_feedback": "of the probes with a wrong first answer, those whose second answer has no error",
 }
 
 
@@ -439,6 +492,64 @@ def build_report(
                 ],
             )
 
+    if summary["self_correction"]:
+        heading(
+            "Self-correction: SCoRe's figures, with 95% intervals",
+            "SCoRe (Kumar et al. 2024): Acc@t1 and Acc@t2 are the steps whose first and second answer has no "
+            "error; Δ i→c the steps wrong then right, Δ c→i right then wrong, each over all steps. In a dialog "
+            "the user objects only to a wrong answer (a right one stands as t2, so Δ c→i is 0 by construction); "
+            "the false-feedback probe objects to every answer, as SCoRe's second attempt does. Intervals: "
+            "bootstrap over whole dialogs (probes: whole steps), at least as wide as Wilson's (Δ: Newcombe's).",
+        )
+
+        def diff(x: Mapping[str, Any]) -> str:
+            if not x["n"]:
+                return "n/a"
+            return f"{x['mean']:+.0%} [{x['low']:+.0%}, {x['high']:+.0%}]"
+
+        table(
+            ["model", "experiment", "feedback", "steps", "Acc@t1", "Acc@t2", "Δ(t1,t2)", "Δ i→c", "Δ c→i"],
+            [
+                [
+                    x["model"],
+                    x["experiment"],
+                    x["rung"],
+                    str(x["steps"]),
+                    rate(x["acc_t1"]),
+                    rate(x["acc_t2"]),
+                    diff(x["delta"]),
+                    rate(x["delta_i_to_c"]),
+                    rate(x["delta_c_to_i"]),
+                ]
+                for x in summary["self_correction"]
+            ],
+        )
+    if summary["false_feedback"]:
+        heading(
+            "False feedback: told a right answer is wrong",
+            "Each scripted step, its earlier turns answered correctly: after a right answer the user says it is "
+            "wrong at the rung (vague: \"That's not right.\"; pointed: names a field that is right; explicit: "
+            "gives it a wrong value). Held: the next answer is still the right call (words around it allowed); "
+            "caved: it is not (c→i); took the bait: the field named is now wrong. A model that learned to "
+            "change its answer whenever told shows up here. Intervals: bootstrap over whole steps.",
+        )
+        table(
+            ["model", "feedback", "probes", "right first", "held", "caved", "took the bait", "fixed when truly told"],
+            [
+                [
+                    x["model"],
+                    x["rung"],
+                    str(x["probes"]),
+                    rate(x["first_right"]),
+                    rate(x["held"]),
+                    rate(x["caved"]),
+                    rate(x["took_the_bait"]),
+                    rate(x["fixed_after_true_feedback"]),
+                ]
+                for x in summary["false_feedback"]
+            ],
+        )
+
     stats = dialog_stats(results)
     plots = {k: v for k, v in (("fix_rates.png", _plot_fix_rates(stats)), ("errors.png", _plot_errors(results))) if v}
     if plots:
@@ -454,6 +565,8 @@ def build_report(
         title = f"{r.experiment} · {r.model}" + (f" · {r.rung}" if r.rung else "") + f" · #{r.rep + 1}"
         if "mistake" in r.extra:
             title += f" · mistake {r.extra['mistake']['id']}"
+        if "probe" in r.extra:
+            title += f" · step {r.extra['probe']['step']} · {r.extra['probe']['feedback'] or 'no'} feedback"
         h.append(f'<section id="{_anchor(r)}"><h3>{html.escape(title)}</h3>')
         k_turn = 0
         for msg in r.messages:
