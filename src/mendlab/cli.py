@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mendlab.cli_judge import judge_app
 from mendlab.cli_mistakes import mistakes_app
 from mendlab.cli_train import data_app, train_app
 from mendlab.errors import IncompleteRun, MendlabError
@@ -33,6 +34,7 @@ err = Console(stderr=True)
 app.add_typer(mistakes_app, name="mistakes", help="Learning from mistakes (iGSM, Physics of LMs 2.2): generate, check.")
 app.add_typer(train_app, name="train", help="Fine-tuning: which tokens are trained (labels).")
 app.add_typer(data_app, name="data", help="Training data: dialogues from the store and your chats, training scenarios.")
+app.add_typer(judge_app, name="judge", help="LLM judges: two models' answers in both orders; agreement with the rules.")
 
 
 @dataclass(frozen=True)
