@@ -19,7 +19,7 @@ import torch
 from mendlab.errors import MendlabError
 from mendlab.mistakes.checker import check, split_steps
 from mendlab.mistakes.corpus import DataSpec, encode, examples, pack
-from mendlab.mistakes.decode import Decoded, beam, greedy, perfect_detector, retry_upon_regret
+from mendlab.mistakes.decode import Decoded, beam, budget, greedy, perfect_detector, retry_upon_regret
 from mendlab.mistakes.experiment import PRESETS, Graded, Run, grade, methods
 from mendlab.mistakes.igsm import GenConfig, problems
 from mendlab.mistakes.lora import trainable, with_lora
@@ -207,6 +207,16 @@ def test_regret_resamples_the_step_it_rejects(memorized: tuple[GPT, list]) -> No
     assert d.regrets == 4 and len(seen) == 4
     first = split_steps(probs[0].solution)[0]
     assert seen[0] in first, "the detector is asked about the step's own parameter"
+
+
+def test_a_model_that_never_stops_is_cut_at_the_budget() -> None:
+    probs = problems(SMALL, "test", 3, 0)
+    untrained = tiny()  # almost never samples [EOS]
+    for p, d in zip(probs, greedy(untrained, TOK, probs), strict=True):
+        assert len(TOK.encode(d.solution)) <= budget(TOK, p)
+    one = retry_upon_regret(untrained, TOK, probs[0], perfect_detector, max_retries=0)
+    assert len(TOK.encode(one.solution)) <= budget(TOK, probs[0])
+    assert len(TOK.encode(beam(untrained, TOK, probs[0], width=2).solution)) <= budget(TOK, probs[0])
 
 
 def test_greedy_batches_agree_with_one_at_a_time(memorized: tuple[GPT, list]) -> None:  # type: ignore[type-arg]

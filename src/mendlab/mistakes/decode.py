@@ -31,6 +31,13 @@ class Decoded:
     regrets: int = 0  # steps the detector rejected and resampled (retry upon regret)
 
 
+def budget(tok: Tokenizer, problem: Problem) -> int:
+    """Tokens a solution may take: three times the reference's, plus a margin. A right solution with a
+    few taken-back steps fits easily; a model stuck repeating "[BACK]" (small retry-trained models do,
+    at temperature 0) is cut there instead of running to the context's end on every problem."""
+    return 3 * len(tok.encode(problem.solution)) + 20
+
+
 def _device(model: GPT) -> torch.device:
     return model.wte.weight.device
 
@@ -39,14 +46,17 @@ def greedy(
     model: GPT,
     tok: Tokenizer,
     problems: Sequence[Problem],
-    max_new: int = 400,
+    max_new: int | None = None,
     batch_size: int = 64,
 ) -> list[Decoded]:
-    """Greedy solutions for many problems at once (left-padded batches, one cache per batch)."""
+    """Greedy solutions for many problems at once (left-padded batches, one cache per batch).
+
+    Each stops at `[EOS]`, at `max_new` tokens, or (by default) at its `budget`."""
     out: list[Decoded] = []
     dev = _device(model)
     for lo in range(0, len(problems), batch_size):
         chunk = [prompt_ids(tok, p) for p in problems[lo : lo + batch_size]]
+        caps = [budget(tok, p) if max_new is None else max_new for p in problems[lo : lo + batch_size]]
         width = max(len(c) for c in chunk)
         idx = torch.full((len(chunk), width), tok.pad_id, dtype=torch.long, device=dev)
         valid = torch.zeros((len(chunk), width), dtype=torch.bool, device=dev)
@@ -54,7 +64,7 @@ def greedy(
             idx[i, width - len(c) :] = torch.tensor(c, device=dev)
             valid[i, width - len(c) :] = True
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
-        limit = min(max_new, model.cfg.block_size - width)
+        limit = min(max(caps), model.cfg.block_size - width)
         logits, _, cache = model.step(idx, pos, valid, None)
         nxt_pos = pos[:, -1:] + 1
         done = torch.zeros(len(chunk), dtype=torch.bool, device=dev)
@@ -67,6 +77,7 @@ def greedy(
                         done[i] = True
                     else:
                         gen[i].append(int(nxt[i]))
+                        done[i] = len(gen[i]) >= caps[i]
             if bool(done.all()):
                 break
             valid = torch.cat((valid, torch.ones((len(chunk), 1), dtype=torch.bool, device=dev)), dim=1)
@@ -76,7 +87,7 @@ def greedy(
     return out
 
 
-def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: int = 400) -> Decoded:
+def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: int | None = None) -> Decoded:
     """Beam search by mean token log-probability (length-normalized, as `generate` does by default)."""
     dev = _device(model)
     head = prompt_ids(tok, problem)
@@ -85,7 +96,7 @@ def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: 
     logits, _, cache = model.step(idx, torch.arange(len(head), device=dev)[None], valid, None)
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[list[int], float]] = []
-    limit = min(max_new, model.cfg.block_size - len(head))
+    limit = min(budget(tok, problem) if max_new is None else max_new, model.cfg.block_size - len(head))
     for t in range(limit):
         logp = torch.log_softmax(logits, -1)  # (beams, vocab)
         scores = torch.tensor([s for _, s in beams], device=dev)[:, None] + logp
@@ -134,7 +145,7 @@ def retry_upon_regret(
     max_retries: int = 10,
     temperature: float = 1.0,
     seed: int = 0,
-    max_new: int = 400,
+    max_new: int | None = None,
 ) -> Decoded:
     """Greedy, except that a step the detector rejects at "Define NAME as" is sampled again from its start."""
     dev = _device(model)
@@ -150,7 +161,7 @@ def retry_upon_regret(
     start_state = (logits, cache)
     regrets = 0
     resampling = False
-    limit = min(max_new, model.cfg.block_size - len(head))
+    limit = min(budget(tok, problem) if max_new is None else max_new, model.cfg.block_size - len(head))
     while len(out) < limit:
         token = _sample(logits[0], temperature if resampling else 0.0, gen)
         if token == tok.eos_id:

@@ -94,7 +94,7 @@ PRESETS: dict[str, Preset] = {
         shape=ModelShape(n_layer=2, n_head=4, n_embd=128, block_size=512),
         train=TrainConfig(steps=500, batch_size=4, lr=3e-3, warmup=50, weight_decay=0.05),
         beam_width=4,
-        sequential_problems=80,
+        sequential_problems=25,
         probe_problems=200,
         finetune_steps=150,
     ),
@@ -338,7 +338,7 @@ class Run:
             detector = perfect_detector
         for _op, probs in tests.items():
             if method.decode == "greedy":
-                decoded = greedy(model, self.tok, probs, max_new=self.preset.shape.block_size)
+                decoded = greedy(model, self.tok, probs)
                 out.extend(grade(q, d) for q, d in zip(probs, decoded, strict=True))
                 continue
             probs = probs[: self.preset.sequential_problems]
