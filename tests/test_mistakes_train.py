@@ -307,3 +307,22 @@ def test_the_tiny_preset_runs_reports_and_resumes(tmp_path: Path) -> None:
         Run(replace(preset, n_test=5), tmp_path / "run")
     Run(replace(preset, seeds=(0, 1, 2)), tmp_path / "run")  # more seeds extend the same run
     assert "paper" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_model_is_the_same_whatever_ran_before_it(tmp_path: Path) -> None:
+    preset = replace(PRESETS["tiny"], seeds=(0,))
+    a = Run(preset, tmp_path / "a", log=lambda s: None).pretrained(DataSpec(), 0)
+    torch.rand(3)  # a stray draw from the global generator must not change the next model
+    b = Run(preset, tmp_path / "b", log=lambda s: None).pretrained(DataSpec(), 0)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_bad_run_options_are_one_line_errors(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["train", "tiny", "--device", "foo"], ["run", "tiny", "-o", str(afile)], ["run", "nope"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mendlab", "mistakes", *args], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:"), proc.stderr

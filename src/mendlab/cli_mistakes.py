@@ -165,6 +165,12 @@ def _run(preset: str, out: Path | None, seeds: str | None, device: str | None) -
         if not p.seeds:
             raise MendlabError("--seeds: give at least one seed")
     if device is not None:
+        import torch
+
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise MendlabError(f"--device: {device!r} is not a torch device (cpu, cuda, cuda:1…)") from None
         p = replace(p, train=replace(p.train, device=device, bf16=device.startswith("cuda")))
     if p.train.device.startswith("cuda"):
         import torch

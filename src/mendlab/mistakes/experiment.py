@@ -232,13 +232,20 @@ class Run:
     tok: Tokenizer = field(default_factory=tokenizer)
 
     def __post_init__(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MendlabError(f"{self.out}: cannot make the run folder: {exc.strerror or exc}") from None
         marker = self.out / "preset.json"
         # The seeds are not part of it: each seed's models and grades are files of their own, so more
         # seeds extend a run, and `train --seed 3` adds to the same folder.
         mine = json.dumps({k: v for k, v in self.preset.as_dict().items() if k != "seeds"}, sort_keys=True, indent=1)
         if marker.exists():
-            if json.loads(marker.read_text()) != json.loads(mine):
+            try:
+                theirs = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                raise MendlabError(f"{marker}: not a preset file of mendlab; pass another --out") from None
+            if theirs != json.loads(mine):
                 raise MendlabError(f"{self.out} holds a run of another configuration; pass another --out")
         else:
             _write_atomic(marker, mine)
@@ -248,11 +255,16 @@ class Run:
         s = self.preset.shape
         return GPTConfig(self.tok.vocab_size, s.n_layer, s.n_head, s.n_embd, s.block_size)
 
+    def _instances(self, op: int) -> int:
+        p = self.preset
+        return p.train_gen.max_instance if op <= p.train_gen.op_max else p.test_max_instance
+
     def test_set(self) -> dict[int, list[Problem]]:
         p = self.preset
         return {
+            # In distribution means the training problems' size too; only larger op grows the problem.
             op: problems(
-                GenConfig(op_min=op, op_max=op, max_instance=p.test_max_instance), "test", p.n_test, 10_000 + op
+                GenConfig(op_min=op, op_max=op, max_instance=self._instances(op)), "test", p.n_test, 10_000 + op
             )
             for op in p.test_ops
         }
@@ -263,6 +275,7 @@ class Run:
         """The model pretrained on `spec` with `seed` (trained, or resumed, on first use)."""
         folder = self.out / "models" / f"{_slug(spec.label)}-s{seed}"
         final = folder / "model.pt"
+        torch.manual_seed(seed)  # the initial weights are the seed's, whatever ran before in this process
         model = GPT(self.model_config)
         if final.exists():
             model.load_state_dict(torch.load(final, map_location="cpu"))
@@ -284,6 +297,7 @@ class Run:
         p = self.preset
         folder = self.out / "models" / f"finetune-{kind}-s{seed}"
         base = self.pretrained(DataSpec(), seed)
+        torch.manual_seed(seed)
         model = with_lora(base, p.lora_rank) if kind == "lora" else GPT(self.model_config)
         if kind != "lora":
             model.load_state_dict(base.state_dict())
