@@ -143,7 +143,7 @@ def check(
 
 # -- the lab: train, grade, run a preset, report (the lead's part) --------------------------------------
 
-PresetArg = Annotated[str, typer.Argument(help="Preset: cpu (2 cores, ~30 min), gpu (a CUDA GPU), tiny (seconds).")]
+PresetArg = Annotated[str, typer.Argument(help="Preset: cpu (2 cores, ~45 min), gpu (a CUDA GPU), tiny (seconds).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/mistakes-PRESET).")]
 SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="Training seeds, e.g. 0,1 (default: the preset's).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… (default: the preset's).")]
