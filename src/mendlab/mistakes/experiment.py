@@ -81,9 +81,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Two cores, about half an hour for 18 models: a 2-layer model, op 1-3 in training, graded up to op 5.
-    # At ~13k tokens/s each model sees ~2M tokens: far too few to solve iGSM (the paper trains on billions),
-    # so this preset shows the pipeline and the partial credit, not the paper's accuracies.
+    # Two cores, about 45 minutes for 18 models (2.2-2.5 min each with its greedy grading): a 2-layer model,
+    # op 1-3 in training, graded up to op 5. Each model sees ~1M tokens: far too few to solve iGSM (the paper
+    # trains on billions), so this preset shows the pipeline and the partial credit, not the paper's accuracies.
     "cpu": Preset(
         name="cpu",
         train_gen=GenConfig(op_min=1, op_max=3, max_instance=4),
