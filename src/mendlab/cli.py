@@ -103,7 +103,12 @@ def models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     from mendlab.models.kerashub import install_hint, missing_modules
 
     absent = missing_modules(gguf=True)
-    keras_state = "installed" if not absent else f"not installed ({install_hint(gguf=True)})"
+    if not absent:
+        keras_state = "installed"
+    elif not missing_modules():  # HF folders run; a GGUF cannot be converted
+        keras_state = f"installed; a GGUF also needs {', '.join(absent)} to convert ({install_hint(gguf=True)})"
+    else:
+        keras_state = f"not installed ({install_hint(gguf=True)})"
     console.print(f"Run one on Keras 3 / KerasHub with JAX with NAME@keras; the keras extra is {escape(keras_state)}.")
 
 

@@ -70,10 +70,11 @@ def estimate_bytes(spec: ModelSpec) -> int:
     if spec.bundle is None and spec.path is not None and not Path(spec.path).exists():
         return 0  # loading will fail with a clear message; nothing to reserve
     path = model_path(spec)
-    if spec.backend == "keras":  # it runs the fp32 weights dequantized from a GGUF, not the file
+    if spec.backend == "keras":  # it runs the weights dequantized from a GGUF, not the file
         from mendlab.models.kerashub import estimate_bytes as keras_bytes
+        from mendlab.models.kerashub import platform, resolve_dtype
 
-        return keras_bytes(path)
+        return keras_bytes(path, resolve_dtype(spec.dtype, platform()))
     if path.is_dir():
         return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return path.stat().st_size

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import hashlib
+import importlib.metadata
 import importlib.util
 import inspect
 import itertools
@@ -52,6 +54,7 @@ DEFAULT_AXES = ("batch", "model")
 # A Q4 GGUF dequantized to fp32 weighs about this many times its file (SmolLM2 5.5x, Qwen 0.5B 5x).
 GGUF_FP32_FACTOR = 6
 _CONVERTED_STAMP = "mendlab-source.json"
+CONVERTER_VERSION = 2  # raise when `_convert` writes something different: cached conversions are redone
 
 
 def missing_modules(*, gguf: bool = False) -> list[str]:
@@ -60,6 +63,10 @@ def missing_modules(*, gguf: bool = False) -> list[str]:
 
 
 def install_hint(*, gguf: bool = False) -> str:
+    """The command that installs what is missing: only the hf extra when keras is there and the GGUF
+    converter (torch, gguf) is not."""
+    if gguf and not missing_modules():
+        return "pip install 'mendlab[hf]'"
     extras = "hf,keras" if gguf else "keras"
     return f"pip install 'mendlab[{extras}]' && pip install --no-deps keras-hub=={KERAS_HUB_VERSION}"
 
@@ -84,8 +91,14 @@ def _import_keras() -> tuple[Any, Any, Any]:
         missing = missing_modules()
         if missing:
             raise ModelUnavailable(f"the keras backend needs {', '.join(missing)}: {install_hint()}")
-        saved = {k: os.environ.get(k) for k in ("KERAS_BACKEND", "XLA_PYTHON_CLIENT_PREALLOCATE")}
+        from mendlab.models.bundled import cache_dir
+
+        # keras, keras_hub and jax set variables of their own (TF_CPP_MIN_LOG_LEVEL, TPU_SKIP_MDS_QUERY,
+        # ...): all of them are undone, so a sandboxed program or a subprocess sees the user's environment.
+        saved = dict(os.environ)
         os.environ["KERAS_BACKEND"] = "jax"
+        # keras writes keras.json into KERAS_HOME (~/.keras) at import: into our cache, not the home folder.
+        os.environ["KERAS_HOME"] = str(cache_dir() / "keras-home")
         # jax takes 75% of a GPU at start by default; torch models share that GPU in the arena.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         try:
@@ -97,20 +110,22 @@ def _import_keras() -> tuple[Any, Any, Any]:
         except ImportError as exc:
             raise ModelUnavailable(f"the keras backend cannot import {exc.name}: {install_hint()}") from None
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            _restore_environ(saved)
         _listen_for_compiles(jax)
         config: Any = jax.config
         if not config.jax_compilation_cache_dir:
             # A model's two functions take seconds to compile (every layer is unrolled): keep them on
             # disk, so the next process (a rerun, the arena after a restart) loads them instead.
-            from mendlab.models.bundled import cache_dir
-
             config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
         return keras, keras_hub, jax
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def platform() -> str:
@@ -206,14 +221,38 @@ def gguf_chat_template(path: Path) -> str | None:
 
 
 def converted_dir(gguf: Path) -> Path:
+    """The stem names the folder for a reader; the hash of the resolved path keeps two `model.gguf` in
+    different folders apart (and one file reached by two paths together)."""
     from mendlab.models.bundled import cache_dir
 
-    return cache_dir() / "keras" / gguf.stem
+    digest = hashlib.sha256(str(gguf.resolve()).encode()).hexdigest()[:10]
+    return cache_dir() / "keras" / f"{gguf.stem}-{digest}"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _source_stamp(gguf: Path) -> dict[str, Any]:
+    """What the conversion was made from and by: a changed file, a new transformers (its GGUF
+    dequantizer) or a new converter here makes it stale."""
     st = gguf.stat()
-    return {"gguf": str(gguf.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {
+        "gguf": str(gguf.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "converter": CONVERTER_VERSION,
+        "transformers": _version("transformers"),
+    }
+
+
+def _sweep_leftovers(target: Path) -> None:
+    """Temporary folders of a conversion that was killed; only called under the lock, so none is live."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def hf_folder(path: Path) -> Path:
@@ -226,16 +265,20 @@ def hf_folder(path: Path) -> Path:
     if not (path.is_file() and path.suffix == ".gguf"):
         raise ModelUnavailable(f"not a model folder or GGUF file: {path}")
     target = converted_dir(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stamp = _source_stamp(path)
-    with (target.parent / f"{target.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes converting at once must not interleave
-        try:
-            if json.loads((target / _CONVERTED_STAMP).read_text()) == stamp:
-                return target
-        except (OSError, ValueError):
-            pass
-        _convert(path, target, stamp)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stamp = _source_stamp(path)
+        with (target.parent / f"{target.name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes converting at once must not interleave
+            try:
+                if json.loads((target / _CONVERTED_STAMP).read_text()) == stamp:
+                    return target
+            except (OSError, ValueError):
+                pass
+            _sweep_leftovers(target)
+            _convert(path, target, stamp)
+    except OSError as exc:  # a full disk, a read-only cache: one line, not a traceback
+        raise ModelUnavailable(f"cannot convert {path.name} for the keras backend in {target.parent}: {exc}") from None
     return target
 
 
@@ -276,13 +319,15 @@ def _convert(gguf: Path, target: Path, stamp: dict[str, Any]) -> None:
         raise
 
 
-def estimate_bytes(path: Path) -> int:
+def estimate_bytes(path: Path, dtype: str = "float32") -> int:
     """Before loading, for a memory budget: the fp32 folder if converted, else the GGUF times the
-    dequantization factor."""
+    dequantization factor; half of that for weights run in 16 bits (`auto` on a GPU or TPU)."""
     folder = path if path.is_dir() else converted_dir(path)
     if folder.is_dir():
-        return sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
-    return path.stat().st_size * GGUF_FP32_FACTOR if path.is_file() else 0
+        fp32 = sum(f.stat().st_size for f in folder.rglob("*.safetensors"))
+    else:
+        fp32 = path.stat().st_size * GGUF_FP32_FACTOR if path.is_file() else 0
+    return fp32 // 2 if dtype in ("bfloat16", "float16") else fp32
 
 
 # --- sharding ------------------------------------------------------------------------------------------
@@ -563,7 +608,8 @@ class KerasModel:
         tokens = np.full((rows, prompt_len), self._pad, dtype=np.int32)
         tokens[:, :n] = ids
         greedy = params.temperature == 0
-        state = [_Row(None if greedy else np.random.default_rng(params.seed + i)) for i in range(rows)]
+        # numpy takes no negative seed: -1 wraps to 2**64 - 1, as a uint64 would
+        state = [_Row(None if greedy else np.random.default_rng((params.seed + i) % 2**64)) for i in range(rows)]
         logits, cache = self._prefill(self._state, jnp.asarray(tokens), jnp.int32(n), self._empty_cache(rows, length))
         for k in range(max_new):
             scores = np.asarray(logits)
