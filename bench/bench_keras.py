@@ -25,6 +25,11 @@ PROMPT = [Message("user", "Write a long story about a calendar that keeps forget
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mendlab-jax-") as jax_cache:  # removed after, even on error
+        bench(jax_cache)
+
+
+def bench(jax_cache: str) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--reps", type=int, default=3)
@@ -36,7 +41,7 @@ def main() -> None:
 
     import jax  # before the backend imports it: a fresh compilation cache, so the first compile is cold
 
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="mendlab-jax-"))
+    jax.config.update("jax_compilation_cache_dir", jax_cache)
     start = time.perf_counter()
     spec = registry.get(f"{args.model}@keras")
     keras = load_model(spec)
@@ -57,6 +62,7 @@ def main() -> None:
     warm_model.close()
 
     hf = load_model(registry.get(f"{args.model}@transformers"))
+    hf.chat(PROMPT, params)  # warmed up, as keras is by its compile calls above: the reps time generation alone
     k_tps: list[float] = []
     h_tps: list[float] = []
     k_decode: list[float] = []
