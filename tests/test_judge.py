@@ -62,6 +62,11 @@ def test_scores_are_read_from_the_first_line_or_double_brackets_within_one_to_ei
     assert parse_scores("9 2\n")[0] is None and "out of 1–8" in parse_scores("9 2")[1]
     assert parse_scores("[[7, 5]] then [[3, 8]]") == (None, "ambiguous: 2 different pairs of scores")
     assert parse_scores("Assistant 1 has 3 bugs, Assistant 2 has 1.") == (None, "no two scores in the judgment")
+    # what qwen2.5-coder-0.5b writes: a line per assistant, nothing else on either
+    assert parse_scores("Assistant 1: 8\nAssistant 2: 7\n\nBoth are accurate.")[0] == (8.0, 7.0)
+    assert parse_scores("**Assistant 1:** 6/8\n**Assistant 2:** 2")[0] == (6.0, 2.0)
+    assert parse_scores("Assistant 1: 8 because\nAssistant 2: 3")[0] is None  # not the line alone
+    assert parse_scores("Assistant 2: 8\nAssistant 1: 3")[0] is None  # not in the order asked
 
 
 def test_both_orders_a_flip_is_a_tie_and_an_unread_order_leaves_no_verdict() -> None:
@@ -215,6 +220,18 @@ def test_score_mode_gives_mean_scores_and_the_histogram(tmp_path: Path) -> None:
     assert s["scores"]["mean_a"]["mean"] == 7.0 and s["scores"]["mean_b"]["mean"] == 3.0
     assert s["scores"]["histogram"] == {"1": 0, "2": 0, "3": 10, "4": 0, "5": 0, "6": 0, "7": 10, "8": 0}
     assert s["scores"]["extreme_1_or_8"]["k"] == 0
+
+    def spread(messages: list[dict[str, str]]) -> str:  # a: 8, 8, 8, 8 and 1; Student's t would pass 8
+        def score(text: str) -> int:
+            return 1 if "answer 4," in text else 8 if "GOOD" in text else 2
+
+        return " ".join(str(score(t)) for t in shown(messages))
+
+    with scripted_server(spread) as server:
+        cfg = CompareConfig("judge", mode="score", pairs_file=pairs)
+        s = compare(tmp_path, cfg, toml(tmp_path, server.url), run_id="spread")
+    mean_a = s["scores"]["mean_a"]
+    assert mean_a["mean"] == 6.6 and mean_a["high"] == 8.0 and 1 <= mean_a["low"] < 6.6
 
 
 def test_a_judge_run_resumes_and_retries_only_what_failed(tmp_path: Path) -> None:
@@ -417,7 +434,7 @@ def test_read_pairs_names_the_line() -> None:
 
 
 def test_the_bundled_smollm_judges_with_a_few_tokens(smollm: ChatModel, tmp_path: Path) -> None:
-    pairs = write_pairs(tmp_path / "pairs.jsonl", 2)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", 1)
 
     class Lent:
         def __init__(self) -> None:
@@ -435,7 +452,7 @@ def test_the_bundled_smollm_judges_with_a_few_tokens(smollm: ChatModel, tmp_path
     s = compare(tmp_path, CompareConfig("smollm2-135m", max_tokens=12, pairs_file=pairs), None,
                 load=lambda spec: Lent())  # fmt: skip
     rows = [json.loads(line) for line in (tmp_path / "out" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and all(j["raw"] for r in rows for j in r["judgments"])  # what it wrote is kept
+    assert len(rows) == 1 and all(j["raw"] for r in rows for j in r["judgments"])  # what it wrote is kept
     read = sum(1 for r in rows for j in r["judgments"] if j["winner"] is not None)
-    assert read + s["unparsed"]["judgments"] == 4  # every judgment is either read or counted as unreadable
-    assert s["win_rate_a"]["n"] + s["unparsed"]["pairs"] == 2
+    assert read + s["unparsed"]["judgments"] == 2  # every judgment is either read or counted as unreadable
+    assert s["win_rate_a"]["n"] + s["unparsed"]["pairs"] == 1

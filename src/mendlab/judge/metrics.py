@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mendlab.judge.pairwise import Judgment, model_scores
+from mendlab.judge.prompts import SCORE_MAX, SCORE_MIN
 from mendlab.stats import Estimate, MeanEstimate, cluster_bootstrap, mean_t_ci, ratio_ci, wilson
 
 
@@ -117,6 +118,11 @@ class JudgeStats:
     extreme_scores: Estimate | None  # score mode: scores of 1 or 8, of all given
 
 
+def _bounded(m: MeanEstimate) -> MeanEstimate:
+    """A mean score's interval within the scale: Student's t knows nothing of 1–8."""
+    return MeanEstimate(m.value, max(m.low, SCORE_MIN), min(m.high, SCORE_MAX), m.n) if m.n > 1 else m
+
+
 def judge_stats(results: Sequence[PairResult], mode: str) -> JudgeStats:
     read = [r for r in results if r.winner is not None]
     wins = sum(r.winner == "a" for r in read)
@@ -149,8 +155,8 @@ def judge_stats(results: Sequence[PairResult], mode: str) -> JudgeStats:
         both_first=sum(all(j.position == "first" for j in r.judgments) for r in both),
         both_second=sum(all(j.position == "second" for j in r.judgments) for r in both),
         longer_wins=ratio_ci(longer),
-        mean_score_a=mean_t_ci([a for a, _ in scores]) if mode == "score" else None,
-        mean_score_b=mean_t_ci([b for _, b in scores]) if mode == "score" else None,
+        mean_score_a=_bounded(mean_t_ci([a for a, _ in scores])) if mode == "score" else None,
+        mean_score_b=_bounded(mean_t_ci([b for _, b in scores])) if mode == "score" else None,
         score_histogram=tuple((k, hist.get(k, 0)) for k in range(1, 9)) if mode == "score" else (),
         extreme_scores=ratio_ci([(sum(x in (1, 8) for x in given), len(given))]) if mode == "score" else None,
     )

@@ -119,6 +119,11 @@ _NUM = r"(\d+(?:\.\d+)?)"
 PAIR_RE = re.compile(rf"\[\[\s*{_NUM}\s*,\s*{_NUM}\s*\]\]")  # FastChat's two-score pattern
 PAIR_BACKUP_RE = re.compile(rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*\]")
 FIRST_LINE_RE = re.compile(rf"^\s*\**\s*{_NUM}\s*(?:,|\s)\s*{_NUM}\s*\**\s*$")  # Vicuna's "8 6" on the first line
+LABELLED_RE = (  # a whole line "Assistant 1: 7" (bold, "/8" and "Score of" allowed), nothing else on it
+    r"^\s*\**\s*(?:score\s+(?:of|for)\s+)?assistant\s*{n}\s*\**\s*(?::|=|-)\s*\**\s*{num}\s*(?:/\s*8)?\s*\**\s*$"
+)
+FIRST_LABELLED_RE = re.compile(LABELLED_RE.format(n=1, num=_NUM), re.IGNORECASE)
+SECOND_LABELLED_RE = re.compile(LABELLED_RE.format(n=2, num=_NUM), re.IGNORECASE)
 
 
 def parse_ab(text: str) -> tuple[str | None, str]:
@@ -134,14 +139,19 @@ def parse_grade(text: str) -> tuple[bool | None, str]:
 
 def parse_scores(text: str) -> tuple[tuple[float, float] | None, str]:
     """(score of the first answer, of the second), each 1–8, or None and why. Read from [[x, y]] (one of
-    them, or several that agree), else from a first line of two numbers, else from one [x, y]."""
+    them, or several that agree), else from a first line of two numbers, else from first lines that are
+    exactly "Assistant 1: x" and "Assistant 2: y", else from one [x, y]."""
     body = strip_reasoning(text)
     found: set[tuple[float, float]] = {(float(a), float(b)) for a, b in PAIR_RE.findall(body)}
-    if not found:
-        lines = [line for line in body.splitlines() if line.strip()]
-        m = FIRST_LINE_RE.match(lines[0]) if lines else None
+    lines = [line for line in body.splitlines() if line.strip()]
+    if not found and lines:
+        m = FIRST_LINE_RE.match(lines[0])
         if m:
             found = {(float(m.group(1)), float(m.group(2)))}
+    if not found and len(lines) >= 2:
+        one, two = FIRST_LABELLED_RE.match(lines[0]), SECOND_LABELLED_RE.match(lines[1])
+        if one and two:
+            found = {(float(one.group(1)), float(two.group(1)))}
     if not found:
         found = {(float(a), float(b)) for a, b in PAIR_BACKUP_RE.findall(body)}
     if not found:

@@ -443,6 +443,15 @@ AGREEMENT_DEFINITIONS = {
 }
 
 
+def kappa_text(k: MeanEstimate) -> str:
+    """Kappa with two decimals; n/a where it is undefined (a rater that gave one verdict throughout)."""
+    if k.value != k.value:
+        return "n/a (undefined: one verdict throughout)"
+    if k.low != k.low:
+        return f"{k.value:.2f} (turns={k.n})"
+    return f"{k.value:.2f} [{k.low:.2f}, {k.high:.2f}] (turns={k.n})".replace("-0.00", "0.00")
+
+
 def run_agreement(
     db: Path,
     config: Path | None,
@@ -516,7 +525,7 @@ def run_agreement(
     table_rows = [
         ("turns graded (unreadable)", f"{stats.turns} ({stats.unparsed})"),
         ("agreement with the rules", str(stats.agreement)),
-        ("Cohen's kappa", str(stats.kappa).replace("(n=", "(turns=") if stats.kappa.n else "n/a"),
+        ("Cohen's kappa", kappa_text(stats.kappa)),
         ("wrong turns the judge calls wrong", str(stats.catches_wrong)),
         ("right turns the judge calls right", str(stats.passes_right)),
     ]
