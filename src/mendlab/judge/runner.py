@@ -108,7 +108,8 @@ class _Runner:
             progress.update(
                 bar, completed=len(task.samples) - len(self.engine.pending(task, spec.name, cfg.retry_errors))
             )
-            self.summaries.append(self.engine.run(task, recorded, cfg, on_done=lambda rec: progress.advance(bar)))
+            done = self.engine.run(task, recorded, cfg, subject=spec.name, on_done=lambda rec: progress.advance(bar))
+            self.summaries.append(done)
 
     def errors(self, task: str, model: str, ids: set[str]) -> list[SampleRecord]:
         return [r for r in self.store.samples(self.run.id, task, model) if r.status == "error" and r.sample_id in ids]
