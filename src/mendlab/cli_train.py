@@ -75,6 +75,9 @@ def labels(
     chat_template: Annotated[
         Path | None, typer.Option(help="A Jinja chat template, for a model without one (a base model).")
     ] = None,
+    chat_format: Annotated[
+        str, typer.Option(help="model (its own template) or starchat (the four StarChat tokens added), as train sft.")
+    ] = "model",
 ) -> None:
     """Per conversation, the text the loss is computed on: assistant turns and their end-of-turn token."""
     from mendlab.jsonl import read_objects
@@ -87,7 +90,7 @@ def labels(
         raise InputError(f"{conversations}: no conversations in file")
     if chat_template is not None and not chat_template.is_file():
         raise MendlabError(f"{chat_template}: no such chat template file")
-    tokenizer = load_tokenizer_for(ctx, model, chat_template)
+    tokenizer = load_tokenizer_for(ctx, model, chat_template, chat_format)
     lines = []
     trained = total = 0
     for where, row, messages in rows:
@@ -111,11 +114,123 @@ def labels(
     err.print(f"{len(rows)} conversations: {trained} of {total} tokens trained", highlight=False)
 
 
-def load_tokenizer_for(ctx: typer.Context, model: str, chat_template: Path | None = None) -> Any:
-    from mendlab.training.labels import load_chat_tokenizer
+def load_tokenizer_for(
+    ctx: typer.Context, model: str, chat_template: Path | None = None, chat_format: str = "model"
+) -> Any:
+    from mendlab.training.sft import CHAT_FORMATS, training_tokenizer
 
+    if chat_format not in CHAT_FORMATS:
+        raise MendlabError(f"--chat-format {chat_format!r} is not one of: {', '.join(CHAT_FORMATS)}")
+    if chat_format == "starchat" and chat_template is not None:
+        raise MendlabError("--chat-template and --chat-format starchat: the recipe brings its own template")
     with err.status(f"loading the tokenizer of {model}…"):
-        return load_chat_tokenizer(model, _root(ctx).config, str(chat_template) if chat_template else None)
+        return training_tokenizer(model, _root(ctx).config, chat_format, chat_template)
+
+
+@train_app.command("sft")
+def sft(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Argument(help='Training conversations: JSONL, one {"messages": [...]} per line.')],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model to start from: a name, or a GGUF / HF folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (run it again to resume).")],
+    name: Annotated[
+        str | None, typer.Option(help="Name to register the tuned model under in mendlab.toml (default: MODEL-sft).")
+    ] = None,
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA (merged when saved), or all weights.")] = True,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha (the update is scaled by alpha/r).")] = 32,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    target_modules: Annotated[
+        str, typer.Option(help="LoRA targets: all-linear, or module names, comma-separated (q_proj,v_proj).")
+    ] = "all-linear",
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 2e-4 with LoRA, 2e-5 full).")] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 3.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps, instead of --epochs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Conversations per device and step.")] = 4,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
+    max_length: Annotated[int, typer.Option(help="Longest conversation, in tokens.")] = 1024,
+    drop_long: Annotated[
+        bool, typer.Option("--drop-long", help="Leave out longer conversations instead of stopping.")
+    ] = False,
+    scheduler: Annotated[str, typer.Option(help="cosine, linear, constant, constant_with_warmup.")] = "cosine",
+    warmup_steps: Annotated[int, typer.Option(help="Learning-rate warmup steps.")] = 0,
+    weight_decay: float = 0.0,
+    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.")] = 1.0,
+    seed: int = 0,
+    save_steps: Annotated[int, typer.Option(help="A checkpoint every N steps.")] = 50,
+    save_total_limit: Annotated[int, typer.Option(help="Checkpoints kept.")] = 2,
+    chat_format: Annotated[
+        str, typer.Option(help="model: its own template; starchat: <|system|> <|user|> <|assistant|> <|end|> added.")
+    ] = "model",
+    train_embeddings: Annotated[
+        str,
+        typer.Option(
+            help="StarChat with LoRA: embeddings and head trained whole (all), or only the new tokens' rows (new)."
+        ),
+    ] = "all",
+    chat_template: Annotated[
+        Path | None, typer.Option(help="A Jinja chat template, for a base model trained in its own format.")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16, fp16.")] = "auto",
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Less memory, a third more compute.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start again in an --out trained with another config.")
+    ] = False,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Declare it in mendlab.toml.")] = True,
+) -> None:
+    """Fine-tune on dialogues (TRL SFTTrainer): loss on the assistant turns only, as `train labels` shows."""
+    from mendlab.training.sft import SFTOptions, train_sft
+
+    opts = SFTOptions(
+        model=model,
+        data=data,
+        out=out,
+        name=name,
+        lora=lora,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=tuple(t.strip() for t in target_modules.split(",") if t.strip()),
+        learning_rate=lr,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        drop_long=drop_long,
+        scheduler=scheduler,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        seed=seed,
+        save_steps=save_steps,
+        save_total_limit=save_total_limit,
+        chat_format=chat_format,  # type: ignore[arg-type]  # checked by the options
+        train_embeddings=train_embeddings,  # type: ignore[arg-type]  # checked by the options
+        chat_template=chat_template,
+        precision=precision,  # type: ignore[arg-type]  # checked by the options
+        gradient_checkpointing=gradient_checkpointing,
+        overwrite=overwrite,
+        register=register,
+        config=_root(ctx).config,
+    )
+    result = train_sft(opts, err)
+    s = result.summary
+    if not result.already_done:
+        err.print(
+            f"{s['steps']} steps, loss {s['first_loss']:.4f} → {s['final_loss']:.4f}, "
+            f"{s['this_run']['tokens_per_s']} tokens/s; model: {result.model_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.name and result.config_file:
+        err.print(
+            f"registered as {result.name} in {result.config_file}: e.g. mendlab chat {result.name}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @data_app.command("build")
