@@ -63,6 +63,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_arena.py
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_keras.py
+	$(PY) bench/bench_train_sft.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
