@@ -35,7 +35,6 @@ pytestmark = pytest.mark.skipif(
     bool(missing_modules(gguf=True)), reason=f"keras extra not installed (no {missing_modules(gguf=True)})"
 )
 
-ORIGINAL_ENV = dict(os.environ)  # before any test imports keras
 CALENDAR = [Message("system", CALENDAR_SYSTEM_PROMPT), Message("user", "Add a meeting with Fred on Nov 11 at 5PM")]
 SHORT = [Message("user", "What is the capital of France? Answer in one word.")]
 HISTORY = [
@@ -53,6 +52,13 @@ def fp32(spec: ModelSpec) -> ModelSpec:
 def here() -> str:
     """Where JAX runs here: the tests hold on a CUDA jax as on the CPU one."""
     return kh.platform()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def env_before_keras() -> tuple[dict[str, str], bool]:
+    """The environment as this module's first test finds it, and whether keras was imported then: taken
+    here, not at collection, since earlier modules may set their own (the arena sets gradio's switches)."""
+    return dict(os.environ), "keras" in sys.modules
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +162,9 @@ def test_sharded_over_8_devices_equals_unsharded(tmp_path: Path, calendar_greedy
     assert len(split) > 100, split
 
 
-def test_keras_backend_does_not_leak_into_the_environment(smollm_keras: ChatModel) -> None:
+def test_keras_backend_does_not_leak_into_the_environment(
+    smollm_keras: ChatModel, env_before_keras: tuple[dict[str, str], bool]
+) -> None:
     """KERAS_BACKEND=jax, and what keras, keras_hub and jax set themselves (TF_CPP_MIN_LOG_LEVEL, ...),
     are for the import only: torch, a sandboxed program, a subprocess see the user's environment; and
     keras.json goes into mendlab's cache, not ~/.keras."""
@@ -165,11 +173,13 @@ def test_keras_backend_does_not_leak_into_the_environment(smollm_keras: ChatMode
 
     from mendlab.models.bundled import cache_dir
 
+    before, keras_was_imported = env_before_keras
+    assert not keras_was_imported, "keras was imported before this module: the snapshot cannot tell its leaks"
     assert keras.config.backend() == "jax"
     # pytest's own, and torch's (set on its first compile, by the transformers backend, not by keras)
     theirs = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}
     now = {k: v for k, v in os.environ.items() if k not in theirs}
-    assert now == {k: v for k, v in ORIGINAL_ENV.items() if k not in theirs}
+    assert now == {k: v for k, v in before.items() if k not in theirs}
     assert Path(keras_home()) == cache_dir() / "keras-home"
 
 
