@@ -298,3 +298,21 @@ def test_starchat_can_train_only_the_new_rows(tmp_path: Path) -> None:
     assert ((tuned[49152:] - old.mean(dim=0)).norm(dim=1) > 1e-4).all()
     adapter = json.loads((result.out / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
     assert adapter["trainable_token_indices"] == {"embed_tokens": list(range(49152, 49156))}
+
+
+def test_full_fine_tuning_saves_a_plain_model(in_tmp: Path) -> None:
+    from rich.console import Console
+
+    data = write_data(in_tmp / "dialogues.jsonl")
+    config = in_tmp / "mendlab.toml"  # the default one, in the folder the command runs in
+    opts = options(data, in_tmp / "full", None, name="smol-full", lora=False, learning_rate=None, max_steps=2)
+    result = train_sft(replace(opts, save_steps=100), Console(stderr=True))
+    assert result.summary["method"] == "full" and result.summary["config"]["lr"] == 2e-5
+    assert not (result.out / "adapter").exists() and (result.model_dir / "model.safetensors").is_file()
+    assert result.config_file is not None and result.config_file.resolve() == config.resolve()
+    model = load_model(load_registry(config).get("smol-full"))
+    try:
+        (done,) = model.chat([Message("user", "Meet Ana on March 3 at 9:00.")], SamplingParams(max_tokens=8))
+    finally:
+        model.close()
+    assert done.completion_tokens > 0

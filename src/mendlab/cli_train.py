@@ -233,6 +233,50 @@ def sft(
         )
 
 
+@train_app.command("loop")
+def loop(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="The model to measure, tune and measure again.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The loop's folder (run it again to resume).")],
+    scenarios: Annotated[int, typer.Option("--scenarios", help="Generated training scenarios it plays.")] = 20,
+    harvest_reps: Annotated[int, typer.Option(help="Dialogs per training scenario and rung.")] = 1,
+    eval_scenario: Annotated[
+        list[str] | None, typer.Option("--eval-scenario", help="Held-out scenario(s) to measure on (default calendar).")
+    ] = None,
+    reps: Annotated[int, typer.Option(help="Evaluation dialogs per model and rung.")] = 3,
+    rung: Annotated[str, typer.Option(help="Evaluation rung(s): vague, pointed, explicit, all.")] = "all",
+    epochs: Annotated[float, typer.Option(help="Passes over the training dialogues.")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps, instead of --epochs.")] = None,
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA (merged), or all weights.")] = True,
+    humaneval: Annotated[int, typer.Option(help="HumanEval tasks (greedy pass@1) before and after; 0: none.")] = 20,
+    gguf_type: Annotated[str, typer.Option(help="Both models' GGUF: q8_0, f16 or f32.")] = "q8_0",
+    seed: Annotated[int, typer.Option(help="Seed of the scenarios, the dialogs and the training.")] = 0,
+    quick: Annotated[bool, typer.Option("--quick", help="Every stage in minutes, at toy size (a first look).")] = False,
+) -> None:
+    """Closing the loop: measure, build data from the model's own mistakes, tune, measure again."""
+    from dataclasses import replace
+
+    from mendlab.training.loop import LoopConfig, TrainPart, run_loop, rungs_of
+
+    if quick:
+        cfg = replace(LoopConfig.quick(model), seed=seed)
+    else:
+        base = LoopConfig(model=model)
+        cfg = LoopConfig(
+            model=model,
+            train_scenarios=scenarios,
+            seed=seed,
+            eval_scenarios=tuple(eval_scenario or ("calendar",)),
+            harvest=replace(base.harvest, reps=harvest_reps),
+            train=TrainPart(lora=lora, epochs=epochs, max_steps=max_steps),
+            evaluate=replace(base.evaluate, reps=reps, rungs=rungs_of(rung)),
+            humaneval=humaneval,
+            gguf_type=gguf_type,
+        )
+    result = run_loop(cfg, out, _root(ctx).config, err)
+    err.print(f"the before/after table: {result.out / 'report.md'}", highlight=False, soft_wrap=True)
+
+
 @data_app.command("build")
 def build(
     ctx: typer.Context,

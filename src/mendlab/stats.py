@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ class Estimate:
     high: float
     successes: int
     trials: int
+    # the (successes, trials) clusters it was computed from, for comparing two estimates (rate_diff_ci)
+    clusters: tuple[tuple[int, int], ...] = field(default=(), repr=False, compare=False)
 
     def __str__(self) -> str:
         if self.trials == 0:
@@ -84,7 +86,7 @@ def ratio_ci(clusters: Sequence[tuple[int, int]], reps: int = 2000, seed: int = 
     s, t = sum(c[0] for c in kept), sum(c[1] for c in kept)
     low, high = cluster_bootstrap(kept, reps, seed, level)
     w_low, w_high = wilson(s, t, level)
-    return Estimate(s / t, min(low, w_low), max(high, w_high), s, t)
+    return Estimate(s / t, min(low, w_low), max(high, w_high), s, t, tuple((int(a), int(b)) for a, b in kept))
 
 
 def mean_ci(
@@ -165,6 +167,46 @@ def clustered_paired_diff_ci(
     sums = [(float(sum(int(a) - int(b) for b, a in c)), float(len(c))) for c in kept]
     low, high = cluster_bootstrap(sums, reps, seed, level)
     return MeanEstimate(newcombe.value, min(low, newcombe.low), max(high, newcombe.high), len(pairs))
+
+
+def newcombe_diff_ci(
+    after: tuple[int, int], before: tuple[int, int], level: float = 0.95
+) -> tuple[float, float, float]:
+    """(d, low, high) for d = k1/n1 - k0/n0 of two independent samples: Newcombe's hybrid score
+    interval (1998, method 10), Wilson's bounds of each rate combined."""
+    (k1, n1), (k0, n0) = after, before
+    p1, p0 = k1 / n1, k0 / n0
+    l1, u1 = wilson(k1, n1, level)
+    l0, u0 = wilson(k0, n0, level)
+    d = p1 - p0
+    low = d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    return d, max(-1.0, low), min(1.0, high)
+
+
+def rate_diff_ci(
+    before: Estimate, after: Estimate, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> MeanEstimate:
+    """after - before for two rates measured on independent samples (two models, each its own dialogs):
+    a percentile bootstrap that redraws each side's clusters on its own, widened to at least Newcombe's
+    interval (which treats trials as independent, and keeps a width where the bootstrap has none).
+    `n` is the trials of both sides."""
+    if before.trials == 0 or after.trials == 0:
+        return MeanEstimate(float("nan"), float("nan"), float("nan"), before.trials + after.trials)
+    d, n_low, n_high = newcombe_diff_ci((after.successes, after.trials), (before.successes, before.trials), level)
+    rng = np.random.default_rng(seed)
+    sides = []
+    for est in (after, before):
+        data = np.array(est.clusters or [(est.successes, est.trials)], dtype=float).reshape(-1, 2)
+        idx = rng.integers(0, len(data), size=(reps, len(data)))
+        sums = data[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sides.append(sums[:, 0] / sums[:, 1])
+    diffs = sides[0] - sides[1]
+    diffs = diffs[~np.isnan(diffs)]
+    alpha = (1 - level) / 2
+    b_low, b_high = (float(q) for q in np.quantile(diffs, [alpha, 1 - alpha])) if len(diffs) else (d, d)
+    return MeanEstimate(d, max(-1.0, min(b_low, n_low)), min(1.0, max(b_high, n_high)), before.trials + after.trials)
 
 
 def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float:

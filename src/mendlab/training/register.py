@@ -32,7 +32,7 @@ def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _block(name: str, folder: Path, config: Path, description: str) -> list[str]:
+def _block(name: str, folder: Path, config: Path, description: str, backend: str) -> list[str]:
     try:
         shown = os.path.relpath(folder.resolve(), config.resolve().parent)
     except ValueError:  # another drive
@@ -42,7 +42,7 @@ def _block(name: str, folder: Path, config: Path, description: str) -> list[str]
     return [
         f"[models.{name}]",
         MARK,
-        'backend = "transformers"',
+        f"backend = {_toml_string(backend)}",
         f"path = {_toml_string(shown)}",
         f"description = {_toml_string(description)}",
     ]
@@ -62,13 +62,16 @@ def _table_span(lines: list[str], name: str) -> tuple[int, int] | None:
     return None
 
 
-def register(name: str, folder: Path, config: Path | None, description: str) -> Path:
-    """Add or replace our `[models.NAME]` entry; the config file written."""
+def register(
+    name: str, folder: Path, config: Path | None, description: str, backend: str = "transformers"
+) -> Path:
+    """Add or replace our `[models.NAME]` entry (an HF folder through transformers, or an exported GGUF
+    through llama.cpp); the config file written."""
     check_name(name)
     path = config if config is not None else Path(DEFAULT_CONFIG)
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     lines = old.splitlines()
-    block = _block(name, folder, path, description)
+    block = _block(name, folder, path, description, backend)
     span = _table_span(lines, name)
     if span is not None:
         start, end = span

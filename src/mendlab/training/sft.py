@@ -22,7 +22,9 @@ command is run again; a checkpoint of another config is refused rather than cont
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -199,6 +201,9 @@ def hf_folder(path: Path, console: Console | None = None) -> Path:
     status = console.status(f"converting {path.name} to an HF folder (once)…") if console else None
     if status:
         status.start()
+    gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    bar = gguf_utils.tqdm  # its own tqdm, deaf to transformers' progress-bar switch: ours is the status line
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         try:
             loaded = AutoModelForCausalLM.from_pretrained(
@@ -206,6 +211,8 @@ def hf_folder(path: Path, console: Console | None = None) -> Path:
             )
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load {path} through transformers: {exc}") from None
+        finally:
+            gguf_utils.tqdm = bar
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -395,7 +402,7 @@ def _shown(value: Any) -> str:
 
 def check_out(out: Path, fp: dict[str, Any], overwrite: bool, main: bool) -> tuple[Path | None, bool]:
     """(checkpoint to resume from, finished already). Another config's checkpoint or model is refused
-    in one line; with `overwrite`, it is removed and training starts again."""
+    in one line; with `overwrite`, what the folder holds is removed and training starts again."""
     if out.exists() and not out.is_dir():
         raise MendlabError(f"{out}: not a folder")
     run_file = out / RUN_FILE
@@ -414,9 +421,9 @@ def check_out(out: Path, fp: dict[str, Any], overwrite: bool, main: bool) -> tup
     ckpt = last_checkpoint(out, clean=main)
     finished = (out / "summary.json").is_file() and (out / "model" / "config.json").is_file()
     diffs = [k for k in dict.fromkeys([*old, *fp]) if old.get(k) != fp.get(k)]
-    if not diffs:
+    if not diffs and not overwrite:
         return ckpt, finished
-    if (ckpt is not None or finished) and not overwrite:
+    if diffs and (ckpt is not None or finished) and not overwrite:
         what = f"its checkpoint {ckpt.name}" if ckpt is not None else "its model"
         shown = "; ".join(f"{k}: {_shown(old.get(k))} there, {_shown(fp.get(k))} here" for k in diffs[:3])
         more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
@@ -646,6 +653,13 @@ def progress_callback(console: Console) -> Any:
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if self.bar is not None and logs and "loss" in logs:
                 self.bar.update(self.task, loss=f"loss {float(logs['loss']):.4f}")
+                every = max(1, state.max_steps // 20)
+                if not console.is_terminal and state.global_step % every == 0:  # a log file: a line now and then
+                    done = time.perf_counter() - self.started
+                    self.bar.console.print(
+                        f"step {state.global_step}/{state.max_steps}: loss {float(logs['loss']):.4f} ({done:.0f} s)",
+                        highlight=False,
+                    )
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.bar is not None:
