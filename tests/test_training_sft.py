@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from mendlab.errors import MendlabError
 from mendlab.models import SamplingParams, load_model, load_registry
 from mendlab.models.base import Message
 from mendlab.models.registry import CATALOGUE, readiness
@@ -306,13 +307,21 @@ def test_full_fine_tuning_saves_a_plain_model(in_tmp: Path) -> None:
     data = write_data(in_tmp / "dialogues.jsonl")
     config = in_tmp / "mendlab.toml"  # the default one, in the folder the command runs in
     opts = options(data, in_tmp / "full", None, name="smol-full", lora=False, learning_rate=None, max_steps=2)
-    result = train_sft(replace(opts, save_steps=100), Console(stderr=True))
+    result = train_sft(replace(opts, save_steps=100, gguf="q8_0"), Console(stderr=True))
     assert result.summary["method"] == "full" and result.summary["config"]["lr"] == 2e-5
     assert not (result.out / "adapter").exists() and (result.model_dir / "model.safetensors").is_file()
     assert result.config_file is not None and result.config_file.resolve() == config.resolve()
-    model = load_model(load_registry(config).get("smol-full"))
-    try:
-        (done,) = model.chat([Message("user", "Meet Ana on March 3 at 9:00.")], SamplingParams(max_tokens=8))
-    finally:
-        model.close()
-    assert done.completion_tokens > 0
+    registry = load_registry(config)
+    answers = []
+    for name in ("smol-full", "smol-full-gguf"):  # the HF folder through transformers, the GGUF through llama.cpp
+        model = load_model(registry.get(name))
+        try:
+            (done,) = model.chat([Message("user", "Meet Ana on March 3 at 9:00.")], SamplingParams(max_tokens=8))
+        finally:
+            model.close()
+        assert done.completion_tokens > 0
+        answers.append(model.info.backend)
+    assert answers == ["transformers", "llama.cpp"]
+    assert Path(str(registry.get("smol-full-gguf").path)).resolve() == (result.out / "model-q8_0.gguf").resolve()
+    with pytest.raises(MendlabError, match="--gguf and --chat-format starchat"):
+        replace(opts, gguf="q8_0", chat_format="starchat").check()

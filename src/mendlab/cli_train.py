@@ -179,6 +179,9 @@ def sft(
         bool, typer.Option("--overwrite", help="Start again in an --out trained with another config.")
     ] = False,
     register: Annotated[bool, typer.Option("--register/--no-register", help="Declare it in mendlab.toml.")] = True,
+    gguf: Annotated[
+        str | None, typer.Option("--gguf", help="Also write it as GGUF (q8_0, f16, f32), registered as NAME-gguf.")
+    ] = None,
 ) -> None:
     """Fine-tune on dialogues (TRL SFTTrainer): loss on the assistant turns only, as `train labels` shows."""
     from mendlab.training.sft import SFTOptions, train_sft
@@ -214,6 +217,7 @@ def sft(
         gradient_checkpointing=gradient_checkpointing,
         overwrite=overwrite,
         register=register,
+        gguf=gguf,
         config=_root(ctx).config,
     )
     result = train_sft(opts, err)

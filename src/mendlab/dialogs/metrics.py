@@ -137,7 +137,7 @@ def replay_stats(results: Sequence[DialogResult]) -> list[ReplayStats]:
     groups: dict[tuple[str, str], dict[str, list[TurnGrade]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         if r.experiment == "replay" and r.grades:
-            groups[(r.model, r.rung)][str(r.extra["mistake"]["id"])].append(r.grades[-1])
+            groups[(r.model, r.rung)][f"{r.scenario}:{r.extra['mistake']['id']}"].append(r.grades[-1])
     out = []
     for (model, rung), by_mistake in sorted(groups.items(), key=lambda kv: (kv[0][0], rung_key(kv[0][1]))):
         clusters = list(by_mistake.values())
@@ -212,7 +212,7 @@ def _probes(results: Sequence[DialogResult]) -> dict[tuple[str, str], dict[str, 
     groups: dict[tuple[str, str], dict[str, list[DialogResult]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         if r.experiment == FALSE_FEEDBACK and len(r.grades) == 2:
-            groups[(r.model, r.rung)][str(r.extra["probe"]["id"])].append(r)
+            groups[(r.model, r.rung)][f"{r.scenario}:{r.extra['probe']['id']}"].append(r)  # ids are per scenario
     return groups
 
 

@@ -1,9 +1,15 @@
 """The closing-the-loop report: each measure before and after tuning, and the difference with its interval.
 
-The two models play their own dialogs (independent samples), so a difference's interval redraws each
-side's clusters on its own (`rate_diff_ci`); HumanEval is one greedy program per task for both, so
-there the tasks pair up (`paired_rate_diff_ci`). A difference whose interval holds 0 is reported as
-no measured change, whatever its sign.
+A difference's interval treats the two models' samples as separate (`rate_diff_ci`: cluster-robust,
+with t on the clusters' degrees of freedom, never narrower than Newcombe's); the design shares seeds,
+the replayed mistakes and the probes' histories between them, so that is conservative. HumanEval is
+one greedy program per task for both, so there the tasks pair up (`paired_rate_diff_ci`). Each row
+says which way is good; an interval that holds 0 reads "no measured change", whatever its sign.
+
+Rates over each model's own mistakes (a dialog's fixes) or its own right answers (held under false
+feedback) compare different populations: a tuned model that errs less is left with other mistakes.
+The rows over the same population for both (first tries, the replayed bank, the probes' Acc@t1,
+Acc@t2, i→c and c→i over all probes) are the ones that measure the tuning.
 """
 
 from __future__ import annotations
@@ -33,11 +39,19 @@ if TYPE_CHECKING:
 BEFORE, AFTER = "before", "after"
 
 
-def _row(section: str, measure: str, rung: str, before: Estimate | None, after: Estimate | None) -> dict[str, Any]:
+def _row(
+    section: str,
+    measure: str,
+    rung: str,
+    before: Estimate | None,
+    after: Estimate | None,
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
     empty = Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
     b, a = before or empty, after or empty
     diff = rate_diff_ci(b, a)
-    return {"section": section, "measure": measure, "rung": rung, "before": b, "after": a, "diff": diff}
+    return {"section": section, "measure": measure, "rung": rung, "before": b, "after": a, "diff": diff,
+            "higher_is_better": higher_is_better}  # fmt: skip
 
 
 def _by(stats: Sequence[Any], model: str) -> dict[str, Any]:
@@ -64,25 +78,37 @@ def build_summary(
                          b and b.first_try, a and a.first_try))  # fmt: skip
     for rung in rungs:
         b, a = dia_b.get(rung), dia_a.get(rung)
-        rows.append(_row("fix", "dialog: errors pointed out gone", rung, b and b.pointed_gone, a and a.pointed_gone))
-        rows.append(_row("fix", "dialog: next answer fully correct", rung, b and b.correct_next, a and a.correct_next))
-        rows.append(_row("fix", "dialog: fixed within the allowed tries", rung,
+        own = " (its own mistakes)"
+        rows.append(
+            _row("fix", "dialog: errors pointed out gone" + own, rung, b and b.pointed_gone, a and a.pointed_gone)
+        )
+        rows.append(_row("fix", "dialog: next answer fully correct" + own, rung,
+                         b and b.correct_next, a and a.correct_next))  # fmt: skip
+        rows.append(_row("fix", "dialog: fixed within the allowed tries" + own, rung,
                          b and b.fixed_within_k, a and a.fixed_within_k))  # fmt: skip
+        rows.append(_row("fix", "dialog: regressions (a new error in)" + own, rung,
+                         b and b.regressions, a and a.regressions, higher_is_better=False))  # fmt: skip
     rep_b, rep_a = _by(replay_stats(results), BEFORE), _by(replay_stats(results), AFTER)
     for rung in [r for r in ("vague", "pointed", "explicit") if r in rep_b or r in rep_a]:
         b, a = rep_b.get(rung), rep_a.get(rung)
-        rows.append(_row("replay", "replay: errors gone", rung, b and b.pointed_gone, a and a.pointed_gone))
-        rows.append(_row("replay", "replay: fully correct", rung, b and b.correct_next, a and a.correct_next))
+        rows.append(_row("replay", "replay (one bank): errors gone", rung, b and b.pointed_gone, a and a.pointed_gone))
+        rows.append(
+            _row("replay", "replay (one bank): fully correct", rung, b and b.correct_next, a and a.correct_next)
+        )
     pr_b, pr_a = _by(probe_stats(results), BEFORE), _by(probe_stats(results), AFTER)
     for rung in [r for r in ("vague", "pointed", "explicit") if r in pr_b or r in pr_a]:
         b, a = pr_b.get(rung), pr_a.get(rung)
-        rows.append(_row("false feedback", "right answer held when told it is wrong", rung,
+        rows.append(_row("false feedback", "false feedback: right answer held (its own right answers)", rung,
                          b and b.held, a and a.held))  # fmt: skip
-        rows.append(_row("false feedback", "caved (c→i)", rung, b and b.caved, a and a.caved))
-    score: dict[str, dict[str, Any]] = {}
+    score: dict[str, dict[str, dict[str, Any]]] = {}
     for s in self_correction_stats(results):
-        if s.experiment == "dialog":
-            score.setdefault(s.rung, {})[s.model] = s
+        score.setdefault(s.experiment, {}).setdefault(s.rung, {})[s.model] = s
+    for probe_rung, by_model in score.get("false_feedback", {}).items():
+        b, a = by_model.get(BEFORE), by_model.get(AFTER)
+        for label, attr, good in (("Acc@t1", "acc_t1", True), ("Acc@t2", "acc_t2", True),
+                                  ("Δ i→c", "i_to_c", True), ("Δ c→i (caved)", "c_to_i", False)):  # fmt: skip
+            rows.append(_row("false feedback", f"probe, every step (SCoRe): {label}", probe_rung,
+                             b and getattr(b, attr), a and getattr(a, attr), higher_is_better=good))  # fmt: skip
     code: dict[str, Any] = {}
     if humaneval:
         ids = sorted(set(humaneval.get(BEFORE, {})) & set(humaneval.get(AFTER, {})))
@@ -107,13 +133,13 @@ def build_summary(
     }  # fmt: skip
 
 
-def _verdict(diff: MeanEstimate) -> str:
+def _verdict(diff: MeanEstimate, higher_is_better: bool = True) -> str:
     if diff.n == 0 or math.isnan(diff.value):
         return "n/a"
     if diff.low > 0:
-        return "better"
+        return "better" if higher_is_better else "worse"
     if diff.high < 0:
-        return "worse"
+        return "worse" if higher_is_better else "better"
     return "no measured change"
 
 
@@ -137,7 +163,7 @@ def to_json(summary: Mapping[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = conv(summary)
     for row, src in zip(out["rows"], summary["rows"], strict=True):
-        row["verdict"] = _verdict(src["diff"])
+        row["verdict"] = _verdict(src["diff"], src["higher_is_better"])
     if summary["humaneval"]:
         out["humaneval"]["verdict"] = _verdict(summary["humaneval"]["diff"])
     return out
@@ -162,7 +188,7 @@ def markdown(summary: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     for r in summary["rows"]:
         lines.append(f"| {r['measure']} | {r['rung']} | {r['before']} | {r['after']} | {_pp(r['diff'])} "
-                     f"| {_verdict(r['diff'])} |")  # fmt: skip
+                     f"| {_verdict(r['diff'], r['higher_is_better'])} |")  # fmt: skip
     code = summary["humaneval"]
     if code:
         lines.append(f"| HumanEval pass@1 (greedy, first {code['tasks']} tasks) | — | {code['before']} | "
@@ -170,17 +196,19 @@ def markdown(summary: Mapping[str, Any]) -> str:
     if summary["score"]:
         lines += [
             "",
-            "SCoRe's figures on the dialogs (t1: the first answer to a step, t2: the next one):",
+            "SCoRe's figures (t1: the first answer to a step, t2: the next one; in the dialogs a right t1 is "
+            "never objected to, so c→i is 0 there by construction; the probe objects to every answer):",
             "",
-            "| feedback | model | Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |",
-            "|---|---|---|---|---|---|---|",
+            "| experiment | feedback | model | Acc@t1 | Acc@t2 | Δ(t1,t2) | Δ i→c | Δ c→i |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for rung, by_model in summary["score"].items():
-            for model in (BEFORE, AFTER):
-                s = by_model.get(model)
-                if s is not None:
-                    lines.append(f"| {rung} | {model} | {s.acc_t1} | {s.acc_t2} | {_pp(s.delta)} | {s.i_to_c} "
-                                 f"| {s.c_to_i} |")  # fmt: skip
+        for experiment, by_rung in summary["score"].items():
+            for rung, by_model in by_rung.items():
+                for model in (BEFORE, AFTER):
+                    s = by_model.get(model)
+                    if s is not None:
+                        lines.append(f"| {experiment} | {rung} | {model} | {s.acc_t1} | {s.acc_t2} | {_pp(s.delta)} "
+                                     f"| {s.i_to_c} | {s.c_to_i} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -121,6 +121,10 @@ class LoopConfig:
         out: dict[str, Any] = json.loads(json.dumps(asdict(self), default=str))
         return out
 
+    def seeded(self, part: CalendarConfig) -> CalendarConfig:
+        """The loop's seed is the dialogs' sampling seed too: two loops with other seeds are replicates."""
+        return replace(part, params=replace(part.params, seed=self.seed))
+
 
 def rungs_of(text: str) -> tuple[Rung, ...]:
     if text == "all":
@@ -148,13 +152,21 @@ def _atomic_text(path: Path, text: str) -> None:
         raise
 
 
-def check_folder(out: Path, cfg: LoopConfig) -> bool:
+def base_identity(path: Path) -> dict[str, Any]:
+    """The base model's file, so that a replaced GGUF under the same name is another loop."""
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.safetensors"))
+        return {"path": str(path.resolve()), "files": {p.name: p.stat().st_size for p in files}}
+    return {"path": str(path.resolve()), "size": path.stat().st_size}
+
+
+def check_folder(out: Path, cfg: LoopConfig, base: dict[str, Any]) -> bool:
     """True when the folder holds this very loop (it resumes). Another loop's folder is refused in one
     line naming the first differences; a folder that is not a loop's and not empty, too."""
     if out.exists() and not out.is_dir():
         raise MendlabError(f"{out}: not a folder")
     path = out / LOOP_FILE
-    want = cfg.identity()
+    want = {**cfg.identity(), "base": base}
     if not path.is_file():
         if out.is_dir() and any(out.iterdir()):
             raise MendlabError(f"{out}: not empty, and not a loop's folder (no {LOOP_FILE}): give a new --out")
@@ -164,6 +176,9 @@ def check_folder(out: Path, cfg: LoopConfig) -> bool:
         have = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise MendlabError(f"{path}: unreadable; remove the folder or give another --out") from None
+    if isinstance(have, dict) and "base" not in have:  # written before the base was recorded: record it now
+        have["base"] = base
+        _atomic_text(path, json.dumps(have, indent=2) + "\n")
     diffs = _diffs(have, want)
     if diffs:
         shown = "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
@@ -218,8 +233,9 @@ def run_humaneval(
                     progress.update(bar, description=f"{name}: humaneval")
                     model = RecordedModel(load_model(registry.get(name)), store, run.id)
                     try:
-                        engine.run(humaneval_task(tasks, sandbox, max_tokens), model, EngineConfig(1),
-                                   on_done=lambda rec: progress.advance(bar))  # fmt: skip
+                        task = humaneval_task(tasks, sandbox, max_tokens)
+                        retrying = EngineConfig(1, retry_errors=True)  # a task the sandbox failed is played again
+                        engine.run(task, model, retrying, on_done=lambda rec: progress.advance(bar))
                     finally:
                         model.close()
                     progress.update(bar, completed=len(tasks) * (models.index(name) + 1))
@@ -229,7 +245,8 @@ def run_humaneval(
                 failed = [r for r in store.samples(run.id, "humaneval", name) if r.status == "error"]
                 if failed:
                     raise MendlabError(
-                        f"humaneval on {name}: {len(failed)} task(s) failed ({failed[0].error}); run the loop again"
+                        f"humaneval on {name}: {len(failed)} task(s) failed ({failed[0].error}); run the loop again "
+                        "to play them again"
                     )
     finally:
         sandbox.close()
@@ -246,22 +263,43 @@ class LoopResult:
     summary: dict[str, Any]
 
 
+def sft_options(cfg: LoopConfig, base: Path, out: Path) -> Any:
+    """`train sft`'s options for the loop: its data and folder inside the loop's, nothing registered."""
+    from mendlab.training.sft import SFTOptions
+
+    t = cfg.train
+    return SFTOptions(
+        model=str(base), data=out / "data.jsonl", out=out / "sft", name=None, lora=t.lora, lora_r=t.lora_r,
+        lora_alpha=t.lora_alpha, learning_rate=t.learning_rate, epochs=t.epochs, max_steps=t.max_steps,
+        batch_size=t.batch_size, max_length=t.max_length, seed=cfg.seed, register=False,
+    )  # fmt: skip
+
+
 def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) -> LoopResult:
     from mendlab.reports.loop import build_summary, write_loop_report
     from mendlab.training.data import BuildConfig, build, write_jsonl
-    from mendlab.training.gguf_export import export_gguf
+    from mendlab.training.gguf_export import check_exportable, export_gguf, export_stamp, read_stamp
     from mendlab.training.overlap import build_eval_set, scenario_refs
     from mendlab.training.register import register
     from mendlab.training.scenarios import generate, write_scenarios
-    from mendlab.training.sft import SFTOptions, hf_folder, quiet, resolve_base, train_sft
+    from mendlab.training.sft import hf_folder, quiet, resolve_base, train_sft
 
     def say(text: str) -> None:
         console.print(text, highlight=False, soft_wrap=True)
 
-    base = resolve_base(cfg.model, config)  # a bad name fails before anything is written
-    eval_refs = scenario_refs(cfg.eval_scenarios)
+    # Everything that can be refused is refused before anything is written or played.
+    load_registry(config).get(cfg.model)  # the dialogs ask for it by name
+    base = resolve_base(cfg.model, config)
+    eval_refs = list(dict.fromkeys(scenario_refs(cfg.eval_scenarios)))
+    stems = [Path(r).stem for r in eval_refs]
+    if len(set(stems)) != len(stems):
+        raise MendlabError(f"--eval-scenario: two scenarios named {next(s for s in stems if stems.count(s) > 1)!r}")
     ev = build_eval_set(eval_refs)
-    resumed = check_folder(out, cfg)
+    options = sft_options(cfg, base.path, out)
+    options.check()
+    if base.path.suffix == ".gguf":
+        check_exportable(base.path)
+    resumed = check_folder(out, cfg, base_identity(base.path))
     say(f"[bold]closing the loop[/] on {cfg.model} in {out}" + (" (resuming)" if resumed else ""))
     db = out / "results.db"
     models_file = out / "mendlab.toml"
@@ -273,8 +311,8 @@ def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) 
     run_ids = []
     for path in paths:
         run, _ = run_experiments(
-            db, config, "dialog", [cfg.model], replace(cfg.harvest, scenario=str(path)),
-            run_id=path.stem, report_dir=None, console=console,
+            db, config, "dialog", [cfg.model], cfg.seeded(replace(cfg.harvest, scenario=str(path))),
+            run_id=path.stem, retry_errors=True, report_dir=None, console=console,
         )  # fmt: skip
         run_ids.append(run.id)
 
@@ -282,9 +320,13 @@ def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) 
     with ResultsStore(db) as store:
         built = build(
             store,
-            BuildConfig(runs=tuple(run_ids), models=(cfg.model,), clean_ratio=cfg.clean_ratio, seed=cfg.seed),
+            BuildConfig(
+                runs=tuple(run_ids), models=(cfg.model,), clean_ratio=cfg.clean_ratio, seed=cfg.seed, drop_overlap=True
+            ),
             ev,
         )
+    for note in built.notes:  # an answer that happens to equal an evaluation call is left out, and said so
+        say("  " + note)
     if not built.dialogues:
         raise MendlabError(f"{cfg.model} left no training dialogues on {len(paths)} scenarios: use more --scenarios")
     data = out / "data.jsonl"
@@ -296,23 +338,22 @@ def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) 
     say("  " + ", ".join(f"{v} {k}" for k, v in sorted(built.counts.items())) + f" → {data}")
 
     say("[bold]4/7[/] fine-tuning")
-    t = cfg.train
-    sft = train_sft(
-        SFTOptions(
-            model=str(base.path), data=data, out=out / "sft", name=None, lora=t.lora, lora_r=t.lora_r,
-            lora_alpha=t.lora_alpha, learning_rate=t.learning_rate, epochs=t.epochs, max_steps=t.max_steps,
-            batch_size=t.batch_size, max_length=t.max_length, seed=cfg.seed, register=False,
-        ),
-        console,
-    )  # fmt: skip
+    sft = train_sft(options, console)
 
     say("[bold]5/7[/] both models on the same footing")
     if base.path.suffix == ".gguf":
         for name, folder in ((BEFORE, hf_folder(base.path, console)), (AFTER, sft.model_dir)):
             gguf = out / "gguf" / f"{name}.gguf"
-            if not gguf.is_file():
+            stamp = export_stamp(folder, base.path, cfg.gguf_type)
+            made = read_stamp(gguf)
+            if made is not None and made != stamp:
+                raise MendlabError(
+                    f"{gguf} was written from other weights than {folder} now holds: what is stored under "
+                    f"{name!r} would mix two models; give a new --out"
+                )
+            if made is None:  # none yet, or one a kill left without its stamp
                 with console.status(f"writing {gguf} ({cfg.gguf_type})…"), quiet():
-                    export_gguf(folder, base.path, gguf, cfg.gguf_type)
+                    export_gguf(folder, base.path, gguf, cfg.gguf_type, stamp=stamp, label=f"{cfg.model} {name}")
             register(name, gguf, models_file, f"{cfg.model} {name} closing the loop ({cfg.gguf_type})", "llama.cpp")
         say(f"  {BEFORE} and {AFTER}: the base's and the tuned weights, both exported to GGUF {cfg.gguf_type}")
     else:
@@ -324,8 +365,8 @@ def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) 
     evals = []
     for ref in eval_refs:
         run, results = run_experiments(
-            db, models_file, "all,false_feedback", [BEFORE, AFTER], replace(cfg.evaluate, scenario=ref),
-            run_id=f"eval-{Path(ref).stem}", report_dir=None, console=console,
+            db, models_file, "all,false_feedback", [BEFORE, AFTER], cfg.seeded(replace(cfg.evaluate, scenario=ref)),
+            run_id=f"eval-{Path(ref).stem}", retry_errors=True, report_dir=None, console=console,
         )  # fmt: skip
         evals.extend(results)
     code = (

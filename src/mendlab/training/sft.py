@@ -82,6 +82,7 @@ class SFTOptions:
     gradient_checkpointing: bool = False
     overwrite: bool = False
     register: bool = True
+    gguf: str | None = None  # also write the tuned model as GGUF of this type (q8_0, f16, f32), for llama.cpp
     config: Path | None = None  # mendlab.toml to read models from and register in
 
     @property
@@ -125,6 +126,15 @@ class SFTOptions:
             raise MendlabError(f"--precision {self.precision!r} is not one of: {', '.join(PRECISIONS)}")
         if not self.target_modules or not all(t.strip() for t in self.target_modules):
             raise MendlabError("--target-modules: give module names (q_proj,v_proj…) or all-linear")
+        if self.gguf is not None:
+            from mendlab.training.gguf_export import QTYPES
+
+            if self.gguf not in QTYPES:
+                raise MendlabError(f"--gguf {self.gguf!r} is not one of: {', '.join(QTYPES)}")
+            if self.chat_format == "starchat":
+                raise MendlabError(
+                    "--gguf and --chat-format starchat: new tokens need a new GGUF tokenizer (use @transformers)"
+                )
         if self.chat_template is not None:
             if self.chat_format == "starchat":
                 raise MendlabError("--chat-template and --chat-format starchat: the recipe brings its own template")
@@ -432,7 +442,8 @@ def check_out(out: Path, fp: dict[str, Any], overwrite: bool, main: bool) -> tup
             "give another --out, or --overwrite to start again"
         )
     if main:
-        for name in (CHECKPOINTS, "model", "adapter", "summary.json", "loss.png"):
+        stale = [p.name for p in out.glob("model-*.gguf*")]  # --gguf exports of the old model, stamps too
+        for name in (CHECKPOINTS, "model", "adapter", "summary.json", "loss.png", *stale):
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -820,6 +831,8 @@ def _train_sft(opts: SFTOptions, console: Console) -> Result:
     note: Callable[[str], None] = lambda text: console.print(text, highlight=False, soft_wrap=True)  # noqa: E731
     rows = read_conversations(opts.data)  # a bad file fails before anything is loaded
     base = resolve_base(opts.model, opts.config)
+    if opts.gguf is not None and base.path.suffix != ".gguf":
+        raise MendlabError(f"--gguf: {opts.model} is not a GGUF model, there is no GGUF to take the metadata from")
     if opts.register:
         name = name or default_name(base, opts)
         check_name(name)
@@ -907,11 +920,26 @@ def _train_sft(opts: SFTOptions, console: Console) -> Result:
     return Result(opts.out, model_dir, name, config_file, summary)
 
 
+def gguf_path(opts: SFTOptions) -> Path | None:
+    return opts.out / f"model-{opts.gguf}.gguf" if opts.gguf else None
+
+
 def _register(opts: SFTOptions, name: str | None, base: Base, summary: dict[str, Any], main: bool) -> Path | None:
+    """The HF folder as NAME (transformers) and, with --gguf, the GGUF as NAME-gguf (llama.cpp)."""
+    gguf = gguf_path(opts)
+    if gguf is not None and main:
+        from mendlab.training.gguf_export import export_gguf, export_stamp, read_stamp
+
+        stamp = export_stamp(opts.out / "model", base.path, str(opts.gguf))
+        if read_stamp(gguf) != stamp:  # none yet, a kill's leftover, or another model's: written (again)
+            export_gguf(opts.out / "model", base.path, gguf, str(opts.gguf), stamp=stamp, label=name)
     if not opts.register or name is None or not main:
         return None
     from mendlab.training.register import register
 
     how = "LoRA merged" if opts.lora else "full"
     desc = f"{base.ref} fine-tuned ({how}, {summary.get('steps')} steps, {opts.chat_format} format) on {opts.data.name}"
-    return register(name, opts.out / "model", opts.config, desc)
+    config = register(name, opts.out / "model", opts.config, desc)
+    if gguf is not None:
+        register(f"{name}-gguf", gguf, opts.config, f"{desc}, GGUF {opts.gguf}", "llama.cpp")
+    return config
