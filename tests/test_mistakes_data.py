@@ -14,7 +14,17 @@ import pytest
 
 from mendlab.mistakes import igsm
 from mendlab.mistakes.checker import can_next, check, is_back, split_steps, step_ok, step_param
-from mendlab.mistakes.igsm import GenConfig, Problem, generate, instance, problem_from_id, problems, split_of, template
+from mendlab.mistakes.igsm import (
+    GenConfig,
+    Problem,
+    canonical,
+    generate,
+    instance,
+    problem_from_id,
+    problems,
+    split_of,
+    template,
+)
 from mendlab.mistakes.retry import candidates, with_retries
 from mendlab.mistakes.tokenizer import tokenizer
 from tests.conftest import MENDLAB, cli_env
@@ -93,14 +103,14 @@ def test_problem_statements_match_the_hidden_graph(mixed: list[Problem]) -> None
                 assert sentence.rstrip(".").endswith(f"equals {d.const}")
 
 
-def test_split_by_template_disjoint_and_about_one_in_23() -> None:
+def test_split_by_structure_disjoint_and_about_one_in_23() -> None:
     small = problems(GenConfig(op_min=1, op_max=3, max_instance=8), "any", 600, seed=1)
-    by_template: dict[str, set[str]] = {}
+    by_structure: dict[str, set[str]] = {}
     for p in small:
-        by_template.setdefault(template(p), set()).add(split_of(p))
-    assert max(Counter(template(p) for p in small).values()) >= 5  # templates repeat: the test below bites
-    assert all(len(splits) == 1 for splits in by_template.values())
-    assert any(splits == {"test"} for splits in by_template.values())
+        by_structure.setdefault(canonical(p), set()).add(split_of(p))
+    assert max(Counter(canonical(p) for p in small).values()) >= 5  # structures repeat: the test below bites
+    assert all(len(splits) == 1 for splits in by_structure.values())
+    assert any(splits == {"test"} for splits in by_structure.values())
     many = problems(GenConfig(op_min=5, op_max=12, max_instance=16), "any", 1500, seed=2)
     share = sum(split_of(p) == "test" for p in many) / len(many)
     sd = math.sqrt((1 / 23) * (22 / 23) / len(many))
@@ -108,7 +118,64 @@ def test_split_by_template_disjoint_and_about_one_in_23() -> None:
     test = problems(GenConfig(op_min=5, op_max=12, max_instance=16), "test", 20, seed=3)
     train = problems(GenConfig(op_min=5, op_max=12, max_instance=16), "train", 200, seed=3)
     assert all(split_of(p) == "test" for p in test) and all(split_of(p) == "train" for p in train)
-    assert not {template(p) for p in test} & {template(p) for p in train}
+    assert not {canonical(p) for p in test} & {canonical(p) for p in train}
+
+
+def test_test_problems_are_structurally_unseen_in_training() -> None:
+    """At op 2-3 structures repeat a lot: no test problem may share its dependency graph (up to names,
+    numbers, the order of independent steps and of a sum's operands) with a training problem."""
+    gen = GenConfig(op_min=2, op_max=3, max_instance=4)
+    train = problems(gen, "train", 2500, seed=0)
+    test = problems(gen, "test", 60, seed=1)
+    seen = {canonical(p) for p in train}
+    assert not [p.id for p in test if canonical(p) in seen]
+    # The template as written (the old split) keeps step and operand order: most of its "test"
+    # problems have a structure that training has.
+    pool = problems(gen, "any", 2500, seed=2)
+    old_train = {canonical(p) for p in pool if igsm.template_split(template(p)) == "train"}
+    old_test = [p for p in pool if igsm.template_split(template(p)) == "test"]
+    assert len(old_test) >= 30
+    assert sum(canonical(p) in old_train for p in old_test) > len(old_test) / 2
+
+
+def test_the_canonical_structure_ignores_order_names_and_numbers() -> None:
+    D = igsm.Def
+    # q = a + b (a, b constants), c a copy of b; the nodes listed in two orders, the sum's operands swapped
+    one = [D("const", (), "", 3), D("const", (), "", 4), D("sum", (0, 1), "more", 2), D("sum", (1,))]
+    two = [D("const", (), "", 9), D("const", (), "", 1), D("sum", (1, 0), "more", 7), D("sum", (0,))]
+    # 3 uses 1 in `one` and 0 in `two`: the copy reads the operand that is second in one, first in two
+    assert igsm._canonical(one, [0, 1, 2, 3]) == igsm._canonical(two, [3, 2, 0, 1])
+    less = [*one[:2], D("sum", (0, 1), "less", 2), one[3]]
+    assert igsm._canonical(less, [0, 1, 2, 3]) != igsm._canonical(one, [0, 1, 2, 3])  # another operation
+    # a difference is not commutative: a - b with a a copy differs from a - b with b a copy
+    d1 = [D("const"), D("sum", (0,)), D("const"), D("diff", (1, 2))]
+    d2 = [D("const"), D("sum", (0,)), D("const"), D("diff", (2, 1))]
+    assert igsm._canonical(d1, [0, 1, 2, 3]) != igsm._canonical(d2, [0, 1, 2, 3])
+    # sharing matters: x + y over one shared constant vs over two constants
+    shared = [D("const"), D("sum", (0,)), D("sum", (0,)), D("sum", (1, 2))]
+    apart = [D("const"), D("const"), D("sum", (0,)), D("sum", (1,)), D("sum", (2, 3))]
+    assert igsm._canonical(shared, [0, 1, 2, 3]) != igsm._canonical(apart, [0, 1, 2, 3, 4])
+    for p in problems(GenConfig(op_min=3, op_max=6, max_instance=10), "any", 40, seed=4):
+        inst = instance(p)
+        assert canonical(p) == igsm._canonical(inst.defs, list(reversed(inst.necessary)))
+
+
+def test_retry_data_never_regenerates_a_problem_in_hand() -> None:
+    held = problems(GenConfig(op_min=3, op_max=5, max_instance=8), "train", 30, seed=9)
+    igsm._build.cache_clear()
+    rng = random.Random(0)
+    for p in held:
+        for kind in ("strong", "weak", "miss"):
+            with_retries(p, 0.5, kind, rng)  # type: ignore[arg-type]
+        check(p, p.solution)
+    assert igsm._build.cache_info().misses == 0
+
+
+def test_parallel_generation_makes_the_same_list() -> None:
+    cfg = GenConfig(op_min=1, op_max=3, max_instance=4)
+    assert problems(cfg, "train", 1200, seed=5, workers=2) == problems(cfg, "train", 1200, seed=5)
+    with pytest.raises(RuntimeError, match="only 0 test problems"):
+        problems(GenConfig(op_min=0, op_max=0, max_instance=2, layers=(2, 2)), "test", 1, seed=0)
 
 
 # ---------------------------------------------------------------- checker

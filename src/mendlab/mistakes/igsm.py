@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import random
 import string
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -65,7 +66,10 @@ class Problem:
     answer: int  # 0..22
     op: int
     order: str  # "pq" or "qp"
-    split: str  # "train" or "test", by the hash of the solution's template
+    split: str  # "train" or "test", by the hash of the solution's canonical structure
+    # The hidden graph travels with the problem, so what grades or rewrites a problem in hand never
+    # regenerates it (a training set is larger than any cache of ids).
+    hidden: Instance | None = field(default=None, compare=False, repr=False)
 
     @property
     def prompt(self) -> str:
@@ -542,8 +546,53 @@ def _template(defs: list[Def], order: list[int]) -> str:
     return ";".join(parts)
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _canonical(defs: Sequence[Def], nodes: Sequence[int]) -> str:
+    """The structure of the question's closure up to renaming and reordering, as a hash.
+
+    The graph is the necessary parameters, each labelled by its operation (form and modifier, never a
+    name or a number), with its dependencies: unordered for a sum (commutative), ordered for a
+    difference, and as unordered (edge, abstract) products for an abstract total. The labels are refined
+    Weisfeiler-Lehman style, each node by its own label, its dependencies' and its users' (with the
+    role it plays for them), until they stop splitting; the result is the multiset of final labels.
+    So two problems whose solutions differ only in the order of independent steps, of a sum's operands,
+    or in names and numbers hash the same (an isomorphism invariant); two different structures could in
+    principle collide, which only puts them in the same split."""
+    inside = set(nodes)
+    users: dict[int, list[tuple[int, str]]] = {x: [] for x in nodes}
+    for x in nodes:
+        d = defs[x]
+        for k, y in enumerate(d.deps):
+            if y in inside:
+                role = str(k) if d.form == "diff" else ("e" if k % 2 == 0 else "a") if d.form == "abs" else "*"
+                users[y].append((x, role))
+    label = {x: f"{defs[x].form}{defs[x].mod}" for x in nodes}
+    classes = len(set(label.values()))
+    for _ in range(len(nodes)):
+        new: dict[int, str] = {}
+        for x in nodes:
+            d = defs[x]
+            deps = [label[y] for y in d.deps]
+            if d.form == "diff":
+                down = ",".join(deps)
+            elif d.form == "abs":
+                down = ",".join(sorted(f"{deps[i]}*{deps[i + 1]}" for i in range(0, len(deps), 2)))
+            else:
+                down = ",".join(sorted(deps))
+            up = ",".join(sorted(f"{label[u]}:{role}" for u, role in users[x]))
+            new[x] = _digest(f"{label[x]}({down})[{up}]")
+        label = new
+        if len(set(label.values())) == classes:
+            break
+        classes = len(set(label.values()))
+    return _digest(";".join(sorted(label.values())))
+
+
 def template_split(template: str) -> Literal["train", "test"]:
-    """Test iff the template's hash is 0 mod 23: about 1/23 of templates, never seen in training."""
+    """Test iff the hash of a structure (`canonical`) is 0 mod 23: about 1/23 of them, never trained on."""
     h = int.from_bytes(hashlib.sha256(template.encode()).digest()[:8], "big")
     return "test" if h % 23 == 0 else "train"
 
@@ -601,7 +650,7 @@ def _build(pid: str) -> tuple[Problem, Instance]:
         stated = [i for i in range(len(params)) if not params[i].abstract]
         sentences = [_sentence(params, x, defs[x]) for x in stated]
         rng.shuffle(sentences)
-        template = _template(defs, order_nodes)
+        structure = _canonical(defs, order_nodes)
         problem = Problem(
             id=pid,
             problem=" ".join(sentences),
@@ -610,9 +659,9 @@ def _build(pid: str) -> tuple[Problem, Instance]:
             answer=values[question],
             op=op,
             order=order,
-            split=template_split(template),
+            split=template_split(structure),
         )
-        inst = Instance(
+        hidden = Instance(
             params=tuple(params),
             defs=tuple(defs),
             values=tuple(values),
@@ -621,7 +670,7 @@ def _build(pid: str) -> tuple[Problem, Instance]:
             necessary=tuple(order_nodes),
             question=question,
         )
-        return problem, inst
+        return replace(problem, hidden=hidden), hidden
     raise RuntimeError(f"{pid}: no problem with op {op} after {_MAX_ATTEMPTS} attempts (raise max_instance)")
 
 
@@ -639,6 +688,8 @@ def problem_from_id(pid: str) -> Problem:
 
 def instance(p: Problem | str) -> Instance:
     """The hidden graph of a problem (parameters, definitions, values): what grading needs."""
+    if isinstance(p, Problem) and p.hidden is not None:
+        return p.hidden
     return _build(p if isinstance(p, str) else p.id)[1]
 
 
@@ -648,8 +699,14 @@ def template(p: Problem) -> str:
     return _template(list(inst.defs), list(inst.necessary))
 
 
+def canonical(p: Problem) -> str:
+    """The solution's structure up to renaming and reordering (see `_canonical`): what the split hashes."""
+    inst = instance(p)
+    return _canonical(inst.defs, inst.necessary)
+
+
 def split_of(p: Problem) -> Literal["train", "test"]:
-    """By a hash (mod 23) of the solution's template: test problems are structurally unseen."""
+    """By a hash (mod 23) of the solution's canonical structure: test problems are structurally unseen."""
     return "test" if p.split == "test" else "train"
 
 
@@ -658,15 +715,49 @@ def child_seed(seed: int, i: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=6).digest(), "big")
 
 
-def problems(cfg: GenConfig, split: str, n: int, seed: int) -> list[Problem]:
-    """n problems of that split ("train", "test" or "any"), deterministic in (cfg, split, n, seed)."""
+def iter_problems(cfg: GenConfig, split: str, n: int, seed: int) -> Iterator[Problem]:
+    """`problems`, one at a time (a large training set need not be held twice)."""
     if split not in ("train", "test", "any"):
         raise ValueError(f"split must be train, test or any, got {split!r}")
-    out: list[Problem] = []
-    i = 0
-    while len(out) < n:
+    made = i = 0
+    while made < n:
+        if i >= 500 * (n + 2):  # a split that (almost) never occurs at this config: say so, never hang
+            raise RuntimeError(f"only {made} {split} problems of {n} among the first {i} of {make_id(cfg, seed)}")
         p = generate(cfg, child_seed(seed, i))
         i += 1
         if split == "any" or p.split == split:
-            out.append(p)
-    return out
+            made += 1
+            yield p
+
+
+def _chunk(cfg: GenConfig, seed: int, start: int, count: int) -> list[Problem]:
+    return [generate(cfg, child_seed(seed, i)) for i in range(start, start + count)]
+
+
+def problems(cfg: GenConfig, split: str, n: int, seed: int, workers: int = 1) -> list[Problem]:
+    """n problems of that split ("train", "test" or "any"), deterministic in (cfg, split, n, seed).
+
+    With `workers` > 1, candidates are generated in that many processes (a GPU run's training set is
+    minutes of one core), in the same order, so the list is the one `workers=1` makes."""
+    if workers <= 1 or n < 1000:
+        return list(iter_problems(cfg, split, n, seed))
+    if split not in ("train", "test", "any"):
+        raise ValueError(f"split must be train, test or any, got {split!r}")
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    out: list[Problem] = []
+    size = 250
+    start = 0
+    # spawn, not fork: the parent may hold torch's threads (or a GPU), which a forked child inherits badly
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while len(out) < n:
+            if start >= 500 * (n + 2):
+                got = f"only {len(out)} {split} problems of {n} among the first {start}"
+                raise RuntimeError(f"{got} of {make_id(cfg, seed)}")
+            starts = list(range(start, start + 4 * workers * size, size))
+            k = len(starts)
+            for made in pool.map(_chunk, [cfg] * k, [seed] * k, starts, [size] * k):
+                out.extend(p for p in made if split == "any" or p.split == split)
+            start += 4 * workers * size
+    return out[:n]

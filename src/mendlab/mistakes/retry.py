@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mendlab.mistakes.checker import split_steps
-from mendlab.mistakes.igsm import Problem, instance
+from mendlab.mistakes.igsm import Instance, Problem, instance
 
 KINDS = ("strong", "weak", "miss")
 
@@ -27,9 +27,9 @@ class RetrySolution:
     wrong: tuple[tuple[int, int], ...]  # char spans of the wrong "Define W as" parts (for loss masking)
 
 
-def candidates(p: Problem, kind: str, done: int) -> list[str]:
+def candidates(p: Problem, kind: str, done: int, inst: Instance | None = None) -> list[str]:
     """The names a wrong step may start with before reference step `done` (0-based)."""
-    inst = instance(p)
+    inst = instance(p) if inst is None else inst
     order = inst.necessary
     if kind == "weak":
         return [inst.params[x].name for x in order[done + 1 :]]
@@ -46,6 +46,9 @@ def with_retries(p: Problem, prob: float, kind: Literal["strong", "weak", "miss"
     """The reference solution with retries inserted at rate `prob` (0 <= prob < 1)."""
     if not 0 <= prob < 1:
         raise ValueError(f"retry probability must be in [0, 1), got {prob}")
+    if kind not in KINDS:
+        raise ValueError(f"retry kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    inst = instance(p)  # once: every step's candidates read the same graph
     parts: list[str] = []
     wrong: list[tuple[int, int]] = []
     at = 0
@@ -53,7 +56,7 @@ def with_retries(p: Problem, prob: float, kind: Literal["strong", "weak", "miss"
         pool: list[str] | None = None
         while rng.random() < prob:
             if pool is None:
-                pool = candidates(p, kind, i)
+                pool = candidates(p, kind, i, inst)
             if not pool:
                 break
             head = f"Define {rng.choice(pool)} as"
