@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -17,19 +19,20 @@ import pytest
 import torch
 
 from mendlab.errors import MendlabError
-from mendlab.mistakes.checker import check, split_steps
-from mendlab.mistakes.corpus import DataSpec, encode, examples, pack
+from mendlab.mistakes import VERSION, experiment
+from mendlab.mistakes.checker import can_next, check, split_steps
+from mendlab.mistakes.corpus import DataSpec, encode, examples, pack, prompt_ids
 from mendlab.mistakes.decode import Decoded, beam, budget, greedy, perfect_detector, retry_upon_regret
-from mendlab.mistakes.experiment import PRESETS, Graded, Run, grade, methods
-from mendlab.mistakes.igsm import GenConfig, problems
+from mendlab.mistakes.experiment import PRESETS, Graded, Run, grade, methods, read_graded
+from mendlab.mistakes.igsm import GenConfig, Problem, instance, problem_from_id, problems
 from mendlab.mistakes.lora import trainable, with_lora
 from mendlab.mistakes.model import GPT, GPTConfig
-from mendlab.mistakes.probe import accuracy, fit_probe, probe_data
+from mendlab.mistakes.probe import accuracy, fit_probe, own_mistakes, probe_data
 from mendlab.mistakes.report import accuracy as pooled_accuracy
 from mendlab.mistakes.report import progress, summarize, write_report
-from mendlab.mistakes.retry import with_retries
+from mendlab.mistakes.retry import candidates, with_retries
 from mendlab.mistakes.tokenizer import tokenizer
-from mendlab.mistakes.train import TrainConfig, lr_at, train
+from mendlab.mistakes.train import TrainConfig, identity, lr_at, steps_for, train
 
 TOK = tokenizer()
 SMALL = GenConfig(op_min=2, op_max=2, max_instance=4)
@@ -172,6 +175,26 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> Non
         train(tiny(), rows, TrainConfig(steps=3, batch_size=2, warmup=1), tmp_path)
 
 
+def test_a_token_budget_gives_equal_tokens_whatever_the_rows_hold() -> None:
+    probs = problems(SMALL, "train", 60, 0)
+    plain = pack(examples(TOK, probs, DataSpec(), 0), 384, TOK.pad_id)
+    retry = pack(examples(TOK, probs, DataSpec(0.5), 0), 384, TOK.pad_id)
+    assert retry.tokens > 1.2 * plain.tokens  # retry steps make longer solutions
+    cfg = TrainConfig(tokens=20_000, batch_size=4, warmup=2)
+    a, b = steps_for(cfg, plain), steps_for(cfg, retry)
+    assert a.steps != b.steps
+    for rows, c in ((plain, a), (retry, b)):
+        result = train(tiny(layers=1, embd=32), rows, c)
+        assert result.steps == c.steps and abs(result.tokens - 20_000) < 0.1 * 20_000, (result.tokens, c.steps)
+    assert steps_for(TrainConfig(steps=7), plain).steps == 7  # no budget: the steps as given
+
+
+def test_a_checkpoint_is_the_same_run_on_another_device() -> None:
+    cfg, mcfg = TrainConfig(steps=5), GPTConfig(TOK.vocab_size)
+    assert identity(cfg, mcfg, "k") == identity(replace(cfg, device="cuda:1", bf16=True), mcfg, "k")
+    assert identity(cfg, mcfg, "k") != identity(replace(cfg, lr=1e-4), mcfg, "k")
+
+
 # -- decoding, on a model that learned a handful of problems by heart -----------------------------------
 
 
@@ -209,6 +232,63 @@ def test_regret_resamples_the_step_it_rejects(memorized: tuple[GPT, list]) -> No
     assert seen[0] in first, "the detector is asked about the step's own parameter"
 
 
+def test_a_regret_at_temperature_zero_rewinds_onto_the_greedy_path(memorized: tuple[GPT, list]) -> None:  # type: ignore[type-arg]
+    """Rejecting one step once, at temperature 0, must resample exactly that step again from a cache cut
+    back to the step's start: the solution is the greedy one, one regret. A cache cut a token too far
+    or too short writes something else."""
+    model, probs = memorized
+    for p in probs[:3]:
+        want = greedy(model, TOK, [p])[0].solution
+        for reject_at in (1, 2):
+            asked: list[str] = []
+
+            def once(problem, previous, name, hidden, asked=asked, reject_at=reject_at):  # type: ignore[no-untyped-def]
+                asked.append(name)
+                return len(asked) == reject_at
+
+            d = retry_upon_regret(model, TOK, p, once, max_retries=5, temperature=0.0)
+            assert (d.solution, d.regrets) == (want, 1), (reject_at, d.solution)
+            assert asked[reject_at - 1] == asked[reject_at]  # asked again about the same step
+
+
+class Scripted:
+    """A stand-in for `GPT.step` whose next-token distribution is a script keyed by the tokens generated so
+    far (a logic test of the search, no weights). Unscripted histories end: [EOS] with probability 1."""
+
+    def __init__(self, script: dict[tuple[int, ...], dict[int, float]]) -> None:
+        self.script = script
+        self.wte = torch.nn.Embedding(2, 2)
+        self.cfg = GPTConfig(TOK.vocab_size, block_size=100_000)
+        self.head = 0
+
+    def step(self, idx, positions, keys_valid, cache):  # type: ignore[no-untyped-def]
+        if cache is None:
+            self.head = idx.shape[1]
+        hist = idx if cache is None else torch.cat((cache[0][0], idx), dim=1)
+        logits = torch.full((idx.shape[0], TOK.vocab_size), -1e9)
+        for b in range(idx.shape[0]):
+            for token, prob in self.script.get(tuple(hist[b, self.head :].tolist()), {TOK.eos_id: 1.0}).items():
+                logits[b, token] = math.log(prob)
+        return logits, torch.zeros(idx.shape[0], 2), [(hist, hist)]
+
+
+def test_beam_search_ranks_by_mean_log_probability_and_does_not_stop_early() -> None:
+    a, b, c, d = (TOK.stoi[w] for w in ("Define", "so", "The", "many"))
+    eos = TOK.eos_id
+    script: dict[tuple[int, ...], dict[int, float]] = {
+        (): {eos: 0.6, c: 0.3, a: 0.1},  # stop now: the best total log-probability
+        (c,): {eos: 0.95, d: 0.05},
+        **{(a, *[b] * k): {b: 0.999, eos: 0.001} for k in range(20)},
+        (a, *[b] * 20): {eos: 1.0},  # A B^20: an unlikely start, then near-certain tokens: the best mean
+    }
+    p = problems(SMALL, "test", 1, 0)[0]
+    assert budget(TOK, p) > 25
+    got = beam(Scripted(script), TOK, p, width=2)  # type: ignore[arg-type]
+    # After two steps two hypotheses are finished, the best at mean -0.51, and A B at -1.15 is behind:
+    # stopping there (as "no open beam beats the best finished" at the current length) returns "".
+    assert got.solution == TOK.decode([a] + [b] * 20)
+
+
 def test_a_model_that_never_stops_is_cut_at_the_budget() -> None:
     probs = problems(SMALL, "test", 3, 0)
     untrained = tiny()  # almost never samples [EOS]
@@ -242,6 +322,41 @@ def test_the_probe_beats_the_majority_class_on_held_out_steps() -> None:
     assert acc > majority + 0.05, (acc, majority, len(held.labels))
 
 
+def test_the_probe_reads_the_state_at_as_after_clean_prefixes_only() -> None:
+    model = tiny()
+    probs = problems(GenConfig(op_min=3, op_max=4, max_instance=6), "train", 5, 0)
+    data = probe_data(model, TOK, probs, seed=0)
+    assert len(data.where) == len(data.labels) == len(data.features) > 10
+    by_id = {p.id: p for p in probs}
+    for row, (pid, k, name) in enumerate(data.where):
+        p = by_id[pid]
+        steps = split_steps(p.solution)
+        context = [*prompt_ids(TOK, p), *TOK.encode(" ".join(steps[:k])), *TOK.encode(f"Define {name} as")]
+        assert TOK.back_id not in context and context[-1] == TOK.stoi["as"]
+        h, _ = model.hidden(torch.tensor([context]))
+        assert torch.allclose(data.features[row], h[0, -1], atol=1e-5)
+        assert data.labels[row] == float(can_next(p, steps[:k], name))
+    assert 0.3 < float(data.labels.mean()) < 0.7  # the next step, and one that cannot be computed yet
+
+
+def test_own_mistakes_are_first_wrong_steps_naming_a_parameter_not_computable_yet() -> None:
+    model = tiny()
+    p = next(q for q in problems(GenConfig(op_min=3, op_max=4, max_instance=6), "train", 20, 0)
+             if candidates(q, "strong", 0))  # fmt: skip
+    steps = split_steps(p.solution)
+    w = candidates(p, "strong", 0)[0]
+    early = f"Define {w} as z; so z = 3."  # a parameter whose dependencies are not defined yet
+    head, _, value = steps[0].rpartition(" = ")
+    miscopied = f"{head} = {(int(value.rstrip('.')) + 1) % 23}."  # the right parameter, a wrong number
+    own = own_mistakes(
+        model, TOK, [(p, p.solution), (p, " ".join([early, *steps])), (p, " ".join([miscopied, *steps[1:]])), (p, "so")]
+    )
+    assert (own.wrong, own.named, len(own.features)) == (3, 2, 1)
+    assert own.kinds == (check(p, early).kind,)
+    h, _ = model.hidden(torch.tensor([[*prompt_ids(TOK, p), *TOK.encode(f"Define {w} as")]]))
+    assert torch.allclose(own.features[0], h[0, -1], atol=1e-5)
+
+
 def test_lora_trains_only_its_adapters() -> None:
     base = tiny()
     tuned = with_lora(base, rank=4)
@@ -267,46 +382,141 @@ def test_pooled_accuracy_counts_each_seed_and_clusters_by_problem() -> None:
     assert e.low <= 0.3001 and e.high >= 0.9032
 
 
-def test_partial_credit_counts_the_right_steps_before_the_first_error() -> None:
-    p = problems(GenConfig(op_min=4, op_max=4, max_instance=6), "train", 1, 0)[0]
+def test_partial_credit_counts_the_necessary_steps_right_before_the_first_error() -> None:
+    def spare_constant(q: Problem) -> bool:
+        inst = instance(q)
+        return any(x not in inst.necessary and inst.defs[x].form == "const" for x in inst.stated)
+
+    pool = problems(GenConfig(op_min=4, op_max=4, max_instance=8), "train", 40, 0)
+    p = next(q for q in pool if len(split_steps(q.solution)) >= 3 and spare_constant(q))
     steps = split_steps(p.solution)
-    assert len(steps) >= 3
     assert grade(p, Decoded(p.solution)).progress == 1.0
     wrong = " ".join([*steps[:2], "Define nothing as [BACK].", steps[-1]])  # a taken-back step is no credit
     g = grade(p, Decoded(wrong))
-    assert not g.correct and g.backs == 1
+    assert not g.correct and g.backs == 1 and g.solution == wrong
     assert g.progress == pytest.approx(2 / len(steps))
+    # a right but unnecessary step is allowed, and is no progress
+    inst = instance(p)
+    x = next(x for x in inst.stated if x not in inst.necessary and inst.defs[x].form == "const")
+    used = set(re.findall(r"\b[A-Za-z]\b", p.solution))
+    free = next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used)
+    bonus = f"Define {inst.params[x].name} as {free}; so {free} = {inst.values[x]}."
+    assert check(p, f"{bonus} {p.solution}").correct
+    g = grade(p, Decoded(" ".join([bonus, steps[0], steps[-1]])))
+    assert not g.correct and g.progress == pytest.approx(1 / len(steps))
     by_seed = {0: [Graded("a", 4, False, "deps", 0, 0, 0.5)], 1: [Graded("a", 4, True, None, 0, 0, 1.0)]}
     assert progress(by_seed, [4]).value == pytest.approx(0.75)
 
 
-def test_the_tiny_preset_runs_reports_and_resumes(tmp_path: Path) -> None:
-    preset = PRESETS["tiny"]
-    run = Run(preset, tmp_path / "run", log=lambda s: None)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    run = Run(PRESETS["tiny"], tmp_path_factory.mktemp("tiny") / "run", log=lambda s: None)
     for _name, work in run.steps():
         work()
-    written = write_report(run)
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert {p.name for p in written} >= {"summary.json", "report.md", "report.html", "accuracy_vs_op.png", "losses.png"}
+    write_report(run)
+    return run
+
+
+def test_the_tiny_preset_runs_reports_and_resumes(tiny_run: Run) -> None:
+    preset, folder = tiny_run.preset, tiny_run.out
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {p.name for p in folder.iterdir()} >= {"summary.json", "report.md", "report.html", "accuracy_vs_op.png",
+                                                  "losses.png"}  # fmt: skip
     names = [m["method"] for m in summary["methods"]]
     assert names == [m.name for m in methods(preset)]
+    ood_ops = len(preset.ood_ops)
     for row in summary["methods"]:
         assert row["seeds"] == [0, 1]
         n = row["out_of_distribution"]["n"]
         sequential = "beam" in row["method"] or "regret" in row["method"]
-        assert n == (preset.sequential_problems if sequential else preset.n_test) * 2
+        assert n == (preset.sequential_problems if sequential else preset.n_test) * 2 * ood_ops
+        # the error-free model's greedy grades on exactly this row's problems, and the paired difference
+        assert row["baseline_same_ood"]["n"] == row["diff_ood"]["n"] == n
+        assert row["train_tokens"] is not None  # decoding rows: the error-free model's; fine-tuned: both trainings
+    base = summary["methods"][0]
+    assert base["diff_ood"]["mean"] == 0 and base["baseline_same_ood"] == base["out_of_distribution"]
+    # pretrained models train to the same token budget whatever their data
+    pretrained = [r["train_tokens"] for r in summary["methods"][: len(preset.pretraining())]]
+    step = preset.train.batch_size * preset.shape.block_size  # the most a step can see: the budget's grain
+    assert all(abs(t - preset.train_tokens) <= step for t in pretrained), pretrained
+    assert "Validation gate" in (folder / "report.md").read_text() and "passed" in summary["gate"]
+    assert "paper" in (folder / "report.md").read_text()
+    probe = summary["probe"]["0"]
+    assert {"accuracy", "own_wrong", "own_named", "own_can_next", "own_recall"} <= probe.keys()
+    # every transcript is kept, and grades as stored
+    for path in (folder / "evals").glob("*.jsonl"):
+        for g in read_graded(path):
+            assert check(problem_from_id(g.id), g.solution).correct == g.correct
+    # final models keep no training checkpoint
+    assert not list((folder / "models").rglob("checkpoint.pt*"))
     # Resume: a second run trains nothing and regrades nothing.
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     time.sleep(0.01)
-    again = Run(preset, tmp_path / "run", log=lambda s: pytest.fail(f"trained again: {s}"))
+    again = Run(preset, folder, log=lambda s: pytest.fail(f"trained again: {s}"))
     for _name, work in again.steps():
         work()
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.suffix in (".pt", ".jsonl"))
     assert json.loads(json.dumps(summarize(again))) == summary
     with pytest.raises(MendlabError, match="another configuration"):
-        Run(replace(preset, n_test=5), tmp_path / "run")
-    Run(replace(preset, seeds=(0, 1, 2)), tmp_path / "run")  # more seeds extend the same run
-    assert "paper" in (tmp_path / "run" / "report.md").read_text()
+        Run(replace(preset, n_test=5), folder)
+    Run(replace(preset, seeds=(0, 1, 2)), folder)  # more seeds extend the same run
+    Run(replace(preset, train=replace(preset.train, device="cuda", bf16=True)), folder)  # so does another device
+
+
+def test_a_run_folder_is_refused_at_another_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    preset = PRESETS["tiny"]
+    Run(preset, tmp_path)
+    marker = json.loads((tmp_path / "preset.json").read_text())
+    assert marker["version"] == VERSION and not {"device", "bf16"} & marker["train"].keys()
+    monkeypatch.setattr(experiment, "VERSION", VERSION + 1)
+    with pytest.raises(MendlabError, match=f"version {VERSION} of the lab"):
+        Run(preset, tmp_path)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_tiny_run_resumes_to_the_uninterrupted_one(
+    tiny_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    preset = replace(tiny_run.preset, seeds=(0,))
+    real = experiment.train
+    calls: list[Path | None] = []
+
+    def interrupted(model, rows, cfg, out_dir=None, data_key="", on_step=None):  # type: ignore[no-untyped-def]
+        calls.append(out_dir)
+
+        def stop(step: int, loss: float) -> None:
+            if len(calls) == 2 and step == 5:  # the second model, after its checkpoint at step 3
+                raise Interrupted
+
+        return real(model, rows, cfg, out_dir, data_key, on_step=stop)
+
+    monkeypatch.setattr(experiment, "train", interrupted)
+    cut = Run(preset, tmp_path / "cut", log=lambda s: None)
+    with pytest.raises(Interrupted):
+        for _name, work in cut.steps():
+            work()
+    assert calls[1] is not None
+    state = torch.load(calls[1] / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3 and not (calls[1] / "model.pt").exists()
+    monkeypatch.setattr(experiment, "train", real)
+    resumed = Run(preset, tmp_path / "cut", log=lambda s: None)
+    for _name, work in resumed.steps():
+        work()
+    for path in sorted((tmp_path / "cut" / "evals").glob("*.jsonl")):
+        assert path.read_text() == (tiny_run.out / "evals" / path.name).read_text(), path.name
+    for path in sorted((tmp_path / "cut" / "models").glob("*/model.pt")):
+        mine, theirs = torch.load(path), torch.load(tiny_run.out / "models" / path.parent.name / "model.pt")
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), path
+        assert (path.parent / "losses.json").read_text() == (
+            tiny_run.out / "models" / path.parent.name / "losses.json"
+        ).read_text()
+    assert not list((tmp_path / "cut" / "models").rglob("checkpoint.pt*"))
+    assert json.loads((tmp_path / "cut" / "probes" / "probe-s0.json").read_text()) == json.loads(
+        (tiny_run.out / "probes" / "probe-s0.json").read_text()
+    )
 
 
 def test_a_model_is_the_same_whatever_ran_before_it(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def check(
 
 # -- the lab: train, grade, run a preset, report (the lead's part) --------------------------------------
 
-PresetArg = Annotated[str, typer.Argument(help="Preset: cpu (2 cores, ~45 min), gpu (a CUDA GPU), tiny (seconds).")]
+PresetArg = Annotated[str, typer.Argument(help="Preset: cpu (2 cores, ~40 min), gpu (a CUDA GPU), tiny (seconds).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/mistakes-PRESET).")]
 SeedsOpt = Annotated[str | None, typer.Option("--seeds", help="Training seeds, e.g. 0,1 (default: the preset's).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1… (default: the preset's).")]
@@ -190,21 +190,28 @@ def _work(run: Any, steps: list[tuple[str, Any]]) -> None:
 
 
 def _print_table(summary: dict[str, Any]) -> None:
-    from mendlab.mistakes.report import _from_json, _pct
+    from mendlab.mistakes.report import _diff, _from_json, _pct, _tokens, gate_sentence
 
     table = Table(title=f"iGSM · preset {summary['preset']} · OOD op {summary['out_of_distribution_ops']}")
-    for col in ("method", "in distribution", "out of distribution", "[BACK]/problem", "paper (OOD)"):
+    cols = ("method", "tokens", "in distribution", "out of distribution", "n", "error-free, same problems",
+            "Δ OOD (paired)", "[BACK]/problem", "paper (OOD)")  # fmt: skip
+    for col in cols:
         table.add_column(col, no_wrap=col == "method")
     for row in summary["methods"]:
         backs = "n/a" if row["backs_per_problem"] is None else f"{row['backs_per_problem']:.2f}"
         table.add_row(
             escape(row["method"]),
+            _tokens(row["train_tokens"]),
             _pct(_from_json(row["in_distribution"])),
             _pct(_from_json(row["out_of_distribution"])),
+            str(row["out_of_distribution"]["n"]),
+            _pct(_from_json(row["baseline_same_ood"])),
+            _diff(row["diff_ood"]),
             backs,
             escape(row["paper_ood"]),
         )
     _out.print(table)
+    _out.print(escape(gate_sentence(summary).replace("**", "")), highlight=False)
 
 
 @mistakes_app.command("run")

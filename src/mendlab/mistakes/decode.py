@@ -67,18 +67,18 @@ def greedy(
         limit = min(max(caps), model.cfg.block_size - width)
         logits, _, cache = model.step(idx, pos, valid, None)
         nxt_pos = pos[:, -1:] + 1
-        done = torch.zeros(len(chunk), dtype=torch.bool, device=dev)
         gen: list[list[int]] = [[] for _ in chunk]
+        done = [False] * len(chunk)
         for _ in range(limit):
             nxt = logits.argmax(-1)
-            for i in range(len(chunk)):
+            for i, token in enumerate(nxt.tolist()):  # one device-to-host copy a step, not one per row
                 if not done[i]:
-                    if int(nxt[i]) == tok.eos_id:
+                    if token == tok.eos_id:
                         done[i] = True
                     else:
-                        gen[i].append(int(nxt[i]))
+                        gen[i].append(token)
                         done[i] = len(gen[i]) >= caps[i]
-            if bool(done.all()):
+            if all(done):
                 break
             valid = torch.cat((valid, torch.ones((len(chunk), 1), dtype=torch.bool, device=dev)), dim=1)
             logits, _, cache = model.step(nxt[:, None], nxt_pos, valid, cache)
@@ -88,7 +88,13 @@ def greedy(
 
 
 def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: int | None = None) -> Decoded:
-    """Beam search by mean token log-probability (length-normalized, as `generate` does by default)."""
+    """Beam search by mean token log-probability (length-normalized, as `generate` does by default).
+
+    A hypothesis's score is its summed log-probability over its tokens, `[EOS]` included. Under that
+    normalization an open beam can still overtake a finished one (a long run of likely tokens raises
+    its mean), so the search stops early only when no open beam can: its sum only falls, so the best
+    it can reach is sum / (longest allowed length), and a beam whose bound is no better than the best
+    finished hypothesis is dropped."""
     dev = _device(model)
     head = prompt_ids(tok, problem)
     idx = torch.tensor([head], device=dev)
@@ -97,6 +103,10 @@ def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: 
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     finished: list[tuple[list[int], float]] = []
     limit = min(budget(tok, problem) if max_new is None else max_new, model.cfg.block_size - len(head))
+
+    def normalized(gs: tuple[list[int], float]) -> float:
+        return gs[1] / (len(gs[0]) + 1)  # the tokens and its [EOS]
+
     for t in range(limit):
         logp = torch.log_softmax(logits, -1)  # (beams, vocab)
         scores = torch.tensor([s for _, s in beams], device=dev)[:, None] + logp
@@ -109,10 +119,11 @@ def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: 
                 finished.append((beams[b][0], float(score)))
             elif len(keep) < width:
                 keep.append((b, token, float(score)))
-        best_open = max((s / (t + 1) for _, _, s in keep), default=float("-inf"))
-        if len(finished) >= width and max(s / max(1, len(g) + 1) for g, s in finished) >= best_open:
-            break
-        if not keep:
+        if finished:
+            best = max(normalized(f) for f in finished)
+            keep = [k for k in keep if k[2] / (limit + 1) > best]  # the most it can reach, see above
+        if not keep or t + 1 == limit:
+            beams = [(beams[b][0] + [token], s) for b, token, s in keep]
             break
         order = torch.tensor([b for b, _, _ in keep], device=dev)
         cache = [(k[order], v[order]) for k, v in cache]
@@ -121,9 +132,8 @@ def beam(model: GPT, tok: Tokenizer, problem: Problem, width: int = 8, max_new: 
         nxt = torch.tensor([[token] for _, token, _ in keep], device=dev)
         valid = torch.ones((len(keep), seen + 1), dtype=torch.bool, device=dev)
         logits, _, cache = model.step(nxt, torch.full((len(keep), 1), seen, device=dev), valid, cache)
-    pool = finished or beams
-    best = max(pool, key=lambda gs: gs[1] / max(1, len(gs[0]) + 1))
-    return Decoded(tok.decode(best[0]))
+    best_gs = max(finished or beams, key=normalized)
+    return Decoded(tok.decode(best_gs[0]))
 
 
 def _sample(logits: Tensor, temperature: float, gen: torch.Generator) -> int:

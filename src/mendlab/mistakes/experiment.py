@@ -1,9 +1,11 @@
 """The paper's table, end to end: pretrain on error-free or retry data, decode three ways, probe, fine-tune.
 
-A run folder holds the preset it runs (`preset.json`; another preset is refused there), one checkpoint
-folder per pretrained model, and one JSONL of graded solutions per (method, seed). Every piece is written
+A run folder holds the preset it runs (`preset.json`, with the lab's `VERSION`; another preset or
+version is refused there, another device is not), one folder per pretrained model, and one JSONL of
+graded solutions per (method, seed), each with the solution the model wrote. Every piece is written
 atomically when it is complete and skipped when it exists, so a killed run resumes where it stopped and
-a finished one rebuilds its report without training anything.
+a finished one rebuilds its report without training anything. Pretrained models train to the same
+number of tokens (`Preset.train_tokens`), whatever their data, as the paper compares them.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from typing import Any
 import torch
 
 from mendlab.errors import MendlabError
-from mendlab.mistakes.checker import check, split_steps
-from mendlab.mistakes.corpus import DataSpec, Example, Rows, examples, pack
-from mendlab.mistakes.decode import Decoded, beam, greedy, perfect_detector, retry_upon_regret
-from mendlab.mistakes.igsm import GenConfig, Problem, problems
+from mendlab.mistakes import VERSION
+from mendlab.mistakes.checker import check, is_back, split_steps, step_param
+from mendlab.mistakes.corpus import DataSpec, Example, Rows, examples, pack, prompt_ids
+from mendlab.mistakes.decode import Decoded, beam, budget, greedy, perfect_detector, retry_upon_regret
+from mendlab.mistakes.igsm import GenConfig, Problem, instance, problems
 from mendlab.mistakes.lora import with_lora
 from mendlab.mistakes.model import GPT, GPTConfig
-from mendlab.mistakes.probe import accuracy, fit_probe, probe_data, probe_detector
+from mendlab.mistakes.probe import Probe, accuracy, fit_probe, own_mistakes, probe_data, probe_detector, recall
 from mendlab.mistakes.tokenizer import Tokenizer, tokenizer
-from mendlab.mistakes.train import TrainConfig, train
+from mendlab.mistakes.train import TrainConfig, drop_checkpoint, save_atomic, save_final, steps_for, train
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class ModelShape:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
+    # The training rows' length. Decoding is never capped by it: the model's context is the longest
+    # test prompt plus its solution budget, measured on the run's test set (`Run.context`); rotary
+    # positions have no table to outgrow.
     block_size: int = 512
 
 
@@ -44,25 +50,27 @@ class Preset:
     train_gen: GenConfig  # the pretraining problems (op up to train_gen.op_max: in distribution)
     test_ops: tuple[int, ...]  # graded at each; above train_gen.op_max is out of distribution
     test_max_instance: int
-    n_train: int  # pretraining problems per model
+    n_train: int  # training problems per seed: every model of a seed draws its rows from them
+    train_tokens: int  # real tokens each pretrained model trains on, whatever its data (equal across rows)
     n_test: int  # test problems per op
     shape: ModelShape
-    train: TrainConfig
+    train: TrainConfig  # optimizer and schedule; its steps/tokens are set per model
     seeds: tuple[int, ...] = (0, 1)
     retry_rates: tuple[float, ...] = (0.1, 0.2, 0.5)
     masked_rates: tuple[float, ...] = (0.1, 0.2, 0.5)
     weak_rates: tuple[float, ...] = (0.2,)
     miss_rates: tuple[float, ...] = (0.2,)
-    beam_width: int = 8
+    beam_width: int = 8  # 0: no beam row
     # Beam search and retry upon regret decode one problem at a time: graded on the first N test problems
-    # of each op (the table says so by its n); greedy rows on all of them.
+    # of each op, beside the error-free model's greedy grades on those same problems (the table's n).
     sequential_problems: int = 100
-    max_retries: int = 10
-    probe_problems: int = 300
+    max_retries: int = 10  # 0: no retry-upon-regret rows
+    probe_problems: int = 300  # 0: no probe, and no retry upon regret with one
     finetune_rate: float = 0.5  # the retry data LoRA and continued pretraining learn from
-    finetune_steps: int = 300
+    finetune_steps: int = 300  # 0: no fine-tuning rows
     finetune_lr: float = 1e-3
     lora_rank: int = 8
+    decode_batch: int = 64  # greedy decoding's batch (results do not depend on it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,39 +89,56 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Two cores, about 45 minutes for 18 models (2.2-2.5 min each with its greedy grading): a 2-layer model,
-    # op 1-3 in training, graded up to op 5. Each model sees ~1M tokens: far too few to solve iGSM (the paper
-    # trains on billions), so this preset shows the pipeline and the partial credit, not the paper's accuracies.
+    # Two cores, about 40 minutes (see README for the measured time): three training sets, two seeds,
+    # six models of 4 layers that each see the same 3M tokens, then greedy grading, beam and retry upon
+    # regret on 20 problems per op, the probe. Trained on op 1-3 (small problems), graded up to op 5.
     "cpu": Preset(
         name="cpu",
         train_gen=GenConfig(op_min=1, op_max=3, max_instance=4),
         test_ops=(2, 3, 4, 5),
         test_max_instance=6,
-        n_train=8_000,
-        n_test=80,
-        shape=ModelShape(n_layer=2, n_head=4, n_embd=128, block_size=512),
-        train=TrainConfig(steps=500, batch_size=4, lr=3e-3, warmup=50, weight_decay=0.05),
+        n_train=12_000,
+        train_tokens=3_000_000,
+        n_test=100,
+        shape=ModelShape(n_layer=4, n_head=4, n_embd=96, block_size=512),
+        train=TrainConfig(batch_size=8, lr=3e-3, warmup=60, weight_decay=0.05, checkpoint_every=100),
+        retry_rates=(0.5,),
+        masked_rates=(0.5,),
+        weak_rates=(),
+        miss_rates=(),
         beam_width=4,
-        sequential_problems=25,
+        sequential_problems=20,
+        max_retries=10,
         probe_problems=200,
-        finetune_steps=150,
+        finetune_steps=0,
     ),
-    # A GPU: toward the paper's iGSM-med (GPT2-12-12, op up to 15 in training, graded to 21).
+    # A GPU: toward the paper's iGSM-med (op up to 15 in training, graded to 21), sized for one H200 in
+    # about 15 minutes (estimated, never run here: ~500k tokens/s of training, ~4 ms a decoding step):
+    # a 12-layer, 512-wide model (~38M parameters) per training set and seed, 30M tokens each (the
+    # paper's models see ~1000 times more), greedy on 128 problems per op in batches of 256. Beam search
+    # and retry upon regret decode one problem at a time (seconds each at op 15-21) and are left out; the
+    # probe and its recall at the model's own mistakes stay. The training set is generated in parallel.
     "gpu": Preset(
         name="gpu",
         train_gen=GenConfig(op_min=2, op_max=15, max_instance=20),
         test_ops=(10, 15, 18, 21),
         test_max_instance=28,
-        n_train=200_000,
-        n_test=500,
-        shape=ModelShape(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+        n_train=60_000,
+        train_tokens=30_000_000,
+        n_test=128,
+        shape=ModelShape(n_layer=12, n_head=8, n_embd=512, block_size=1024),
         train=TrainConfig(
-            steps=20_000, batch_size=64, lr=2e-3, warmup=1000, weight_decay=0.05, device="cuda", bf16=True
+            batch_size=64, lr=2e-3, warmup=100, weight_decay=0.05, device="cuda", bf16=True, checkpoint_every=200
         ),
-        beam_width=32,
-        sequential_problems=200,
-        probe_problems=2000,
-        finetune_steps=2000,
+        retry_rates=(0.5,),
+        masked_rates=(0.5,),
+        weak_rates=(),
+        miss_rates=(),
+        beam_width=0,
+        max_retries=0,
+        probe_problems=500,
+        finetune_steps=0,
+        decode_batch=256,
     ),
     # Seconds: what the tests run.
     "tiny": Preset(
@@ -122,9 +147,10 @@ PRESETS: dict[str, Preset] = {
         test_ops=(2, 4),
         test_max_instance=8,
         n_train=60,
+        train_tokens=6_000,
         n_test=4,
         shape=ModelShape(n_layer=1, n_head=2, n_embd=32, block_size=384),
-        train=TrainConfig(steps=6, batch_size=4, warmup=2, checkpoint_every=3),
+        train=TrainConfig(batch_size=4, warmup=2, checkpoint_every=3),
         seeds=(0, 1),
         retry_rates=(0.5,),
         masked_rates=(0.5,),
@@ -139,6 +165,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def run_identity(preset: Preset) -> dict[str, Any]:
+    """What makes two runs the same run: the preset and the lab's version, not its seeds (each seed's
+    models and grades are files of their own, so more seeds extend a run) nor the device (nor bf16,
+    which follows it): a run resumed on another machine is the same run."""
+    d = preset.as_dict()
+    del d["seeds"]
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "bf16", "steps", "tokens")}
+    return {"version": VERSION, **json.loads(json.dumps(d))}
+
+
 # -- one graded solution, and the files that hold them --------------------------------------------------
 
 
@@ -150,9 +186,11 @@ class Graded:
     kind: str | None  # the first wrong step's kind
     backs: int  # [BACK] steps the model wrote itself
     regrets: int  # steps retry-upon-regret resampled
-    # Partial credit, for models too small to get whole solutions right: the right steps written before the
-    # first wrong one, over the steps the reference needs (1 when correct).
+    # Partial credit, for models too small to get whole solutions right: the necessary parameters
+    # defined right before the first wrong step, over all the necessary ones (1 when correct). A right
+    # but unnecessary step is allowed and earns nothing.
     progress: float = 0.0
+    solution: str = ""  # what the model wrote: every transcript is kept
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,14 +198,14 @@ class Graded:
 
 def grade(problem: Problem, decoded: Decoded) -> Graded:
     v = check(problem, decoded.solution)
-    need = len(split_steps(problem.solution))
-    if v.correct:
-        progress = 1.0
-    else:
-        before = split_steps(decoded.solution)[: v.first_wrong or 0]
-        progress = min(1.0, sum("[BACK]" not in s for s in before) / need)
+    inst = instance(problem)
+    need = {inst.params[x].name for x in inst.necessary}
+    steps = split_steps(decoded.solution)
+    before = steps if v.correct else steps[: v.first_wrong or 0]
+    done = {step_param(problem, s) for s in before if not is_back(s)} & need
+    progress = len(done) / len(need)
     backs = decoded.solution.count("[BACK]")
-    return Graded(problem.id, problem.op, v.correct, v.kind, backs, decoded.regrets, progress)
+    return Graded(problem.id, problem.op, v.correct, v.kind, backs, decoded.regrets, progress, decoded.solution)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -197,17 +235,24 @@ class Method:
     finetune: str = ""  # "" | lora | full
 
 
+BASELINE = Method(DataSpec().label, DataSpec())  # error-free pretraining, greedy: what every row is paired with
+
+
 def methods(preset: Preset) -> list[Method]:
     rows = [Method(spec.label, spec) for spec in preset.pretraining()]
     base = DataSpec()
     tune = DataSpec(preset.finetune_rate, "strong")
-    rows += [
-        Method(f"error-free + beam {preset.beam_width}", base, "beam"),
-        Method("error-free + retry upon regret (probe)", base, "regret-probe"),
-        Method("error-free + retry upon regret (perfect detector)", base, "regret-perfect"),
-        Method(f"error-free + LoRA on {tune.label}", base, finetune="lora"),
-        Method(f"error-free + continued pretraining on {tune.label}", base, finetune="full"),
-    ]
+    if preset.beam_width > 0:
+        rows.append(Method(f"error-free + beam {preset.beam_width}", base, "beam"))
+    if preset.max_retries > 0:
+        if preset.probe_problems > 0:
+            rows.append(Method("error-free + retry upon regret (probe)", base, "regret-probe"))
+        rows.append(Method("error-free + retry upon regret (perfect detector)", base, "regret-perfect"))
+    if preset.finetune_steps > 0:
+        rows += [
+            Method(f"error-free + LoRA on {tune.label}", base, finetune="lora"),
+            Method(f"error-free + continued pretraining on {tune.label}", base, finetune="full"),
+        ]
     return rows
 
 
@@ -222,6 +267,12 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").lower()
 
 
+def model_folders(method: Method, seed: int) -> list[str]:
+    """The model folders (under models/) whose training a method's model went through, in order."""
+    base = f"{_slug(method.data.label)}-s{seed}"
+    return [base, f"finetune-{method.finetune}-s{seed}"] if method.finetune else [base]
+
+
 @dataclass
 class Run:
     """One preset's run folder."""
@@ -230,6 +281,8 @@ class Run:
     out: Path
     log: Callable[[str], None] = print
     tok: Tokenizer = field(default_factory=tokenizer)
+    workers: int = field(default_factory=lambda: min(16, os.cpu_count() or 1))  # for generating training sets
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -237,23 +290,25 @@ class Run:
         except OSError as exc:
             raise MendlabError(f"{self.out}: cannot make the run folder: {exc.strerror or exc}") from None
         marker = self.out / "preset.json"
-        # The seeds are not part of it: each seed's models and grades are files of their own, so more
-        # seeds extend a run, and `train --seed 3` adds to the same folder.
-        mine = json.dumps({k: v for k, v in self.preset.as_dict().items() if k != "seeds"}, sort_keys=True, indent=1)
+        mine = run_identity(self.preset)
         if marker.exists():
             try:
                 theirs = json.loads(marker.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 raise MendlabError(f"{marker}: not a preset file of mendlab; pass another --out") from None
-            if theirs != json.loads(mine):
+            if not isinstance(theirs, dict):
+                raise MendlabError(f"{marker}: not a preset file of mendlab; pass another --out")
+            if theirs.get("version") != VERSION:
+                raise MendlabError(
+                    f"{self.out} holds a run of version {theirs.get('version', 1)} of the lab (this is {VERSION}:"
+                    " its data or grading differ); pass another --out"
+                )
+            if theirs != mine:
                 raise MendlabError(f"{self.out} holds a run of another configuration; pass another --out")
         else:
-            _write_atomic(marker, mine)
+            _write_atomic(marker, json.dumps(mine, sort_keys=True, indent=1))
 
-    @property
-    def model_config(self) -> GPTConfig:
-        s = self.preset.shape
-        return GPTConfig(self.tok.vocab_size, s.n_layer, s.n_head, s.n_embd, s.block_size)
+    # -- data ----------------------------------------------------------------------------------------------
 
     def _instances(self, op: int) -> int:
         p = self.preset
@@ -261,37 +316,80 @@ class Run:
 
     def test_set(self) -> dict[int, list[Problem]]:
         p = self.preset
-        return {
-            # In distribution means the training problems' size too; only larger op grows the problem.
-            op: problems(
-                GenConfig(op_min=op, op_max=op, max_instance=self._instances(op)), "test", p.n_test, 10_000 + op
-            )
-            for op in p.test_ops
-        }
+        if "test" not in self._memo:
+            self._memo["test"] = {
+                # In distribution means the training problems' size too; only larger op grows the problem.
+                op: problems(
+                    GenConfig(op_min=op, op_max=op, max_instance=self._instances(op)), "test", p.n_test, 10_000 + op
+                )
+                for op in p.test_ops
+            }
+        out: dict[int, list[Problem]] = self._memo["test"]
+        return out
+
+    def train_problems(self, seed: int) -> list[Problem]:
+        """The seed's training problems, generated once for all the models of that seed."""
+        held = self._memo.get("train")
+        if held is None or held[0] != seed:
+            held = (seed, problems(self.preset.train_gen, "train", self.preset.n_train, seed, self.workers))
+            self._memo["train"] = held  # one seed at a time: a GPU preset's set is large
+        out: list[Problem] = held[1]
+        return out
+
+    @property
+    def context(self) -> int:
+        """The longest sequence a model of this run is asked to process: a training row, or a test prompt
+        with its whole solution budget (so that no test solution is cut by the model's context)."""
+        if "context" not in self._memo:
+            tests = [q for qs in self.test_set().values() for q in qs]
+            need = max(len(prompt_ids(self.tok, q)) + budget(self.tok, q) for q in tests)
+            self._memo["context"] = max(self.preset.shape.block_size, need)
+        out: int = self._memo["context"]
+        return out
+
+    @property
+    def model_config(self) -> GPTConfig:
+        s = self.preset.shape
+        return GPTConfig(self.tok.vocab_size, s.n_layer, s.n_head, s.n_embd, self.context)
+
+    def _data_key(self, spec: DataSpec) -> str:
+        p = self.preset
+        return f"v{VERSION}|{spec}|{p.train_gen}|{p.n_train}"
 
     # -- models --------------------------------------------------------------------------------------------
+
+    def _load(self, model: GPT, folder: Path) -> GPT | None:
+        final = folder / "model.pt"
+        if not final.exists():
+            return None
+        model.load_state_dict(torch.load(final, map_location="cpu"))
+        drop_checkpoint(folder)  # a run killed between the final weights and this cleanup
+        return model.to(self.preset.train.device).eval()
+
+    def _finish(self, model: GPT, folder: Path, result: Any) -> GPT:
+        _write_atomic(folder / "losses.json", json.dumps(result.losses))
+        info = {"tokens": result.tokens, "steps": result.steps, "seconds": round(result.seconds, 1)}
+        _write_atomic(folder / "train.json", json.dumps(info))
+        save_final(model, folder)  # last: its presence means the folder is complete
+        return model.eval()
 
     def pretrained(self, spec: DataSpec, seed: int) -> GPT:
         """The model pretrained on `spec` with `seed` (trained, or resumed, on first use)."""
         folder = self.out / "models" / f"{_slug(spec.label)}-s{seed}"
-        final = folder / "model.pt"
         torch.manual_seed(seed)  # the initial weights are the seed's, whatever ran before in this process
         model = GPT(self.model_config)
-        if final.exists():
-            model.load_state_dict(torch.load(final, map_location="cpu"))
-            return model.to(self.preset.train.device).eval()
+        done = self._load(model, folder)
+        if done is not None:
+            return done
         p = self.preset
-        data = problems(p.train_gen, "train", p.n_train, seed)
-        rows = _rows(self.tok, examples(self.tok, data, spec, seed), p.shape.block_size)
-        cfg = replace(p.train, seed=seed)
-        self.log(f"pretraining {spec.label} seed {seed}: {rows.tokens:,} tokens in {len(rows)} rows")
-        result = train(model, rows, cfg, folder, data_key=f"{spec}|{p.train_gen}|{p.n_train}")
-        _write_atomic(folder / "losses.json", json.dumps(result.losses))
-        _write_atomic(folder / "train.json", json.dumps({"tokens": result.tokens, "steps": cfg.steps}))
-        tmp = folder / "model.pt.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, final)
-        return model.eval()
+        rows = _rows(self.tok, examples(self.tok, self.train_problems(seed), spec, seed), p.shape.block_size)
+        cfg = steps_for(replace(p.train, seed=seed, tokens=p.train_tokens), rows)
+        self.log(
+            f"pretraining {spec.label} seed {seed}: {cfg.steps} steps to {p.train_tokens:,} tokens"
+            f" (its data: {rows.tokens:,} tokens in {len(rows)} rows)"
+        )
+        result = train(model, rows, cfg, folder, data_key=self._data_key(spec))
+        return self._finish(model, folder, result)
 
     def finetuned(self, kind: str, seed: int) -> GPT:
         p = self.preset
@@ -301,39 +399,75 @@ class Run:
         model = with_lora(base, p.lora_rank) if kind == "lora" else GPT(self.model_config)
         if kind != "lora":
             model.load_state_dict(base.state_dict())
-        final = folder / "model.pt"
-        if final.exists():
-            model.load_state_dict(torch.load(final, map_location="cpu"))
-            return model.to(p.train.device).eval()
+        done = self._load(model, folder)
+        if done is not None:
+            return done
         spec = DataSpec(p.finetune_rate, "strong")
-        data = problems(p.train_gen, "train", p.n_train, 7_000 + seed)  # fresh problems, same distribution
+        data = problems(p.train_gen, "train", p.n_train, 7_000 + seed, self.workers)  # fresh, same distribution
         rows = _rows(self.tok, examples(self.tok, data, spec, seed), p.shape.block_size)
         cfg = replace(
-            p.train, seed=seed, steps=p.finetune_steps, lr=p.finetune_lr, warmup=max(1, p.finetune_steps // 10)
+            p.train,
+            seed=seed,
+            steps=p.finetune_steps,
+            tokens=0,
+            lr=p.finetune_lr,
+            warmup=max(1, p.finetune_steps // 10),
         )
         self.log(f"fine-tuning ({kind}) seed {seed}")
-        train(model, rows, cfg, folder, data_key=f"finetune|{kind}|{spec}")
-        tmp = folder / "model.pt.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, final)
-        return model.eval()
+        result = train(model, rows, cfg, folder, data_key=f"v{VERSION}|finetune|{kind}|{spec}")
+        return self._finish(model, folder, result)
 
-    def probe_accuracy(self, seed: int) -> dict[str, float]:
+    def tokens(self, method: Method, seed: int) -> int | None:
+        """Training tokens behind a method's model (pretraining plus any fine-tuning), once trained."""
+        total = 0
+        for name in model_folders(method, seed):
+            path = self.out / "models" / name / "train.json"
+            if not path.exists():
+                return None
+            total += int(json.loads(path.read_text(encoding="utf-8"))["tokens"])
+        return total
+
+    # -- the probe -------------------------------------------------------------------------------------------
+
+    def probe(self, seed: int) -> Probe:
+        """The can_next probe of the error-free model of `seed`: fitted once, kept in probes/."""
+        path = self.out / "probes" / f"probe-s{seed}.pt"
+        model = self.pretrained(DataSpec(), seed)
+        if path.exists():
+            probe = Probe(model.cfg.n_embd)
+            probe.load_state_dict(torch.load(path, map_location="cpu"))
+            return probe
+        p = self.preset
+        fit_on = problems(p.train_gen, "train", p.probe_problems, 5_000 + seed)
+        probe = fit_probe(probe_data(model, self.tok, fit_on, seed), seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(path, probe.state_dict())
+        return probe
+
+    def probe_accuracy(self, seed: int) -> dict[str, Any]:
+        """Held-out accuracy on clean steps, and recall at the model's own first mistakes (its greedy
+        solutions to the test set: the error-free row's grades)."""
         path = self.out / "probes" / f"probe-s{seed}.json"
         if path.exists():
-            return dict(json.loads(path.read_text()))
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        p = self.preset
         model = self.pretrained(DataSpec(), seed)
-        probe, held = self._probe(model, seed)
-        result = {"accuracy": accuracy(probe, held), "n": len(held.labels), "computable": float(held.labels.mean())}
+        probe = self.probe(seed)
+        held_out = problems(p.train_gen, "test", max(1, p.probe_problems // 3), 6_000 + seed)
+        held = probe_data(model, self.tok, held_out, seed + 1)
+        by_id = {q.id: q for qs in self.test_set().values() for q in qs}
+        own = own_mistakes(model, self.tok, [(by_id[g.id], g.solution) for g in self.graded(BASELINE, seed)])
+        result = {
+            "accuracy": accuracy(probe, held),
+            "n": len(held.labels),
+            "computable": float(held.labels.mean()),
+            "own_wrong": own.wrong,
+            "own_named": own.named,
+            "own_can_next": len(own.features),
+            "own_recall": recall(probe, own),
+        }
         _write_atomic(path, json.dumps(result))
         return result
-
-    def _probe(self, model: GPT, seed: int) -> tuple[Any, Any]:
-        p = self.preset
-        train_p = problems(p.train_gen, "train", p.probe_problems, 5_000 + seed)
-        held_p = problems(p.train_gen, "test", max(1, p.probe_problems // 3), 6_000 + seed)
-        probe = fit_probe(probe_data(model, self.tok, train_p, seed), seed=seed)
-        return probe, probe_data(model, self.tok, held_p, seed + 1)
 
     # -- evaluation ----------------------------------------------------------------------------------------
 
@@ -341,27 +475,27 @@ class Run:
         path = self.out / "evals" / f"{_slug(method.name)}-s{seed}.jsonl"
         if path.exists():
             return read_graded(path)
+        p = self.preset
         model = self.finetuned(method.finetune, seed) if method.finetune else self.pretrained(method.data, seed)
         tests = self.test_set()
         out: list[Graded] = []
         detector = None
         if method.decode == "regret-probe":
-            probe, _ = self._probe(model, seed)
-            detector = probe_detector(probe)
+            detector = probe_detector(self.probe(seed))
         elif method.decode == "regret-perfect":
             detector = perfect_detector
         for _op, probs in tests.items():
             if method.decode == "greedy":
-                decoded = greedy(model, self.tok, probs)
+                decoded = greedy(model, self.tok, probs, batch_size=p.decode_batch)
                 out.extend(grade(q, d) for q, d in zip(probs, decoded, strict=True))
                 continue
-            probs = probs[: self.preset.sequential_problems]
+            probs = probs[: p.sequential_problems]
             if method.decode == "beam":
-                decoded = [beam(model, self.tok, q, self.preset.beam_width) for q in probs]
+                decoded = [beam(model, self.tok, q, p.beam_width) for q in probs]
             else:
                 assert detector is not None
                 decoded = [
-                    retry_upon_regret(model, self.tok, q, detector, self.preset.max_retries, seed=seed + i)
+                    retry_upon_regret(model, self.tok, q, detector, p.max_retries, seed=seed + i)
                     for i, q in enumerate(probs)
                 ]
             out.extend(grade(q, d) for q, d in zip(probs, decoded, strict=True))
@@ -373,11 +507,12 @@ class Run:
         for seed in self.preset.seeds:
             for m in methods(self.preset):
                 yield f"{m.name} · seed {seed}", lambda m=m, seed=seed: self.graded(m, seed)  # type: ignore[misc]
-            yield f"probe · seed {seed}", lambda seed=seed: self.probe_accuracy(seed)  # type: ignore[misc]
+            if self.preset.probe_problems > 0:
+                yield f"probe · seed {seed}", lambda seed=seed: self.probe_accuracy(seed)  # type: ignore[misc]
 
 
 def preset_id(preset: Preset) -> str:
-    return hashlib.sha256(json.dumps(preset.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(run_identity(preset), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def all_graded(run: Run) -> dict[str, dict[int, list[Graded]]]:

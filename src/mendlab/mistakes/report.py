@@ -3,6 +3,11 @@
 Accuracy pools the seeds: k correct of n = problems × seeds, with a bootstrap interval that resamples
 whole test problems (a problem's seeds move together, since they share it) widened to at least Wilson's.
 The per-seed figures are printed too, so a reader sees the spread that training seeds alone cause.
+Every row is also paired with the error-free model's greedy grades on exactly the problems (and seeds)
+it was graded on: beam search and retry upon regret decode only the first N problems of each op, so
+their accuracy is comparable with that baseline on the same subset, never with the error-free row's
+whole-set figure. The paired difference is Newcombe's interval for paired rates
+(`stats.paired_rate_diff_ci`), widened to a bootstrap over test problems where seeds share a problem.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mendlab.mistakes.experiment import Graded, Run, all_graded, losses, methods, preset_id
+from mendlab.mistakes.experiment import BASELINE, Graded, Run, all_graded, losses, methods, preset_id
 from mendlab.reports.figures import pyplot, to_png
-from mendlab.stats import Estimate, MeanEstimate, mean_ci, ratio_ci
+from mendlab.stats import Estimate, MeanEstimate, clustered_paired_diff_ci, mean_ci, ratio_ci
+
+# Below this in-distribution accuracy the error-free model has not learned the task at all: comparing
+# training data out of distribution then says nothing (every row is ~0 for want of a working model).
+GATE = 0.05
 
 # iGSM-med, out of distribution (op 20-23), from the paper (SPEC.md §3 appendix). None: not reported.
 PAPER: dict[str, str] = {
@@ -75,6 +84,21 @@ def progress(by_seed: Mapping[int, Sequence[Graded]], ops: Sequence[int]) -> Mea
     return mean_ci([(s, int(n)) for s, n in per_problem.values()])
 
 
+def paired(
+    base: Mapping[int, Sequence[Graded]], other: Mapping[int, Sequence[Graded]], ops: Sequence[int]
+) -> tuple[Estimate, MeanEstimate]:
+    """The baseline's accuracy on exactly the (problem, seed) pairs `other` was graded on, and
+    other − baseline over those pairs, clustered by problem."""
+    clusters: dict[str, list[tuple[bool, bool]]] = {}
+    for seed, items in other.items():
+        mine = {g.id: g for g in base.get(seed, ())}
+        for g in items:
+            if g.op in ops and g.id in mine:
+                clusters.setdefault(g.id, []).append((mine[g.id].correct, g.correct))
+    same = ratio_ci([(sum(b for b, _ in c), len(c)) for c in clusters.values()])
+    return same, clustered_paired_diff_ci(list(clusters.values()))
+
+
 def _seed_acc(items: Sequence[Graded], ops: Sequence[int]) -> str:
     chosen = [g for g in items if g.op in ops]
     return f"{sum(g.correct for g in chosen) / len(chosen):.0%}" if chosen else "n/a"
@@ -90,15 +114,25 @@ def summarize(run: Run) -> dict[str, Any]:
     ind = [op for op in p.test_ops if op <= p.train_gen.op_max]
     ood = list(p.ood_ops)
     rows: list[dict[str, Any]] = []
+    base = graded.get(BASELINE.name, {})
     for m in methods(p):
         by_seed = graded.get(m.name, {})
         every = [g for items in by_seed.values() for g in items]
+        same_ind, diff_ind = paired(base, by_seed, ind)
+        same_ood, diff_ood = paired(base, by_seed, ood)
+        tokens = [t for t in (run.tokens(m, s) for s in sorted(by_seed)) if t is not None]
         rows.append(
             {
                 "method": m.name,
                 "seeds": sorted(by_seed),
+                "train_tokens": round(sum(tokens) / len(tokens)) if tokens else None,
                 "in_distribution": accuracy(by_seed, ind).to_json(),
                 "out_of_distribution": accuracy(by_seed, ood).to_json(),
+                # the error-free model, greedy, on this row's own problems and seeds; and this row minus it
+                "baseline_same_in": same_ind.to_json(),
+                "baseline_same_ood": same_ood.to_json(),
+                "diff_in": diff_ind.to_json(),
+                "diff_ood": diff_ood.to_json(),
                 "per_op": {str(op): accuracy(by_seed, [op]).to_json() for op in p.test_ops},
                 "ood_progress": progress(by_seed, ood).to_json(),
                 "ood_per_seed": {str(s): _seed_acc(items, ood) for s, items in sorted(by_seed.items())},
@@ -112,9 +146,12 @@ def summarize(run: Run) -> dict[str, Any]:
         path = run.out / "probes" / f"probe-s{seed}.json"
         if path.exists():
             probes[str(seed)] = json.loads(path.read_text())
+    gate = accuracy(base, ind)
     return {
         "preset": p.name,
         "preset_id": preset_id(p),
+        # in-distribution accuracy of the error-free model on held-out (test-split) problems
+        "gate": {**gate.to_json(), "passed": bool(gate.trials and gate.value >= GATE), "threshold": GATE},
         "train_ops": [p.train_gen.op_min, p.train_gen.op_max],
         "in_distribution_ops": ind,
         "out_of_distribution_ops": ood,
@@ -162,6 +199,38 @@ def _plot_losses(curves: Mapping[str, Sequence[float]]) -> bytes | None:
     return to_png(fig)
 
 
+def gate_sentence(summary: Mapping[str, Any]) -> str:
+    """The validation gate, said plainly: is the error-free model good enough for the comparison to mean
+    anything?"""
+    g = summary["gate"]
+    ind = ", ".join(map(str, summary["in_distribution_ops"])) or "none"
+    if not g["n"]:
+        return f"Validation gate: no in-distribution grades of the error-free model yet (op {ind})."
+    acc = _pct(_from_json(g))
+    if g["passed"]:
+        return (
+            f"Validation gate passed: the error-free model solves {acc} of held-out in-distribution problems"
+            f" (op {ind}), so it has learned the task and the rows below compare what their data taught."
+        )
+    return (
+        f"**Validation gate failed**: the error-free model solves only {acc} of held-out in-distribution"
+        f" problems (op {ind}), under {g['threshold']:.0%}: it has not learned the task, so the comparison"
+        " below is uninformative (every row is near 0 for want of a working model, not because of its data)."
+    )
+
+
+def _tokens(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n:,}"
+
+
+def _diff(d: Mapping[str, Any]) -> str:
+    if not d["n"] or d["mean"] is None:
+        return "n/a"
+    return f"{100 * d['mean']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+
 def markdown(summary: Mapping[str, Any]) -> str:
     ood = ", ".join(map(str, summary["out_of_distribution_ops"]))
     ind = ", ".join(map(str, summary["in_distribution_ops"]))
@@ -169,29 +238,52 @@ def markdown(summary: Mapping[str, Any]) -> str:
         f"# Learning from mistakes (iGSM), preset `{summary['preset']}`",
         "",
         f"Trained on op {summary['train_ops'][0]}–{summary['train_ops'][1]};"
-        f" graded on {summary['test_problems_per_op']} unseen test problems per op,"
-        f" seeds {', '.join(map(str, summary['seeds']))}. In distribution: op {ind};"
-        f" out of distribution: op {ood}. Accuracy pooled over seeds, 95% interval over test problems.",
+        f" graded on {summary['test_problems_per_op']} unseen test problems per op (structurally unseen:"
+        f" the split hashes each solution's canonical structure), seeds {', '.join(map(str, summary['seeds']))}."
+        f" In distribution: op {ind}; out of distribution: op {ood}. Accuracy pooled over seeds, 95% interval"
+        " over test problems; n = problems × seeds. Each row is paired with the error-free model's greedy grades"
+        " on exactly its own problems (beam and retry upon regret decode only the first few per op): Δ is the"
+        " row minus that baseline, paired by problem and seed.",
         "",
-        "| method | in distribution | out of distribution | OOD per seed | OOD steps right before the first error"
+        gate_sentence(summary),
+        "",
+        "| method | training tokens | in distribution | out of distribution | error-free greedy, same OOD problems"
+        " | Δ OOD (paired) | OOD per seed | OOD necessary steps right before the first error"
         " | [BACK]/problem | regrets/problem | paper (iGSM-med OOD) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["methods"]:
         ind_e, ood_e = (_from_json(row["in_distribution"]), _from_json(row["out_of_distribution"]))
+        same = _from_json(row["baseline_same_ood"])
         per_seed = " / ".join(row["ood_per_seed"].values()) or "n/a"
         backs = "n/a" if row["backs_per_problem"] is None else f"{row['backs_per_problem']:.2f}"
         regrets = "n/a" if row["regrets_per_problem"] is None else f"{row['regrets_per_problem']:.2f}"
+        n = f" (n={ood_e.trials})" if ood_e.trials else ""
         lines.append(
-            f"| {row['method']} | {_pct(ind_e)} | {_pct(ood_e)} | {per_seed} | {_mean(row['ood_progress'])}"
-            f" | {backs} | {regrets}"
+            f"| {row['method']} | {_tokens(row['train_tokens'])} | {_pct(ind_e)} | {_pct(ood_e)}{n} | {_pct(same)}"
+            f" | {_diff(row['diff_ood'])} | {per_seed} | {_mean(row['ood_progress'])} | {backs} | {regrets}"
             f" | {row['paper_ood']} |"
         )
     if summary["probe"]:
-        accs = ", ".join(f"seed {s}: {v['accuracy']:.1%} of {v['n']}" for s, v in summary["probe"].items())
-        lines += ["", f"can_next probe on held-out steps (paper: ~99%): {accs}."]
+        lines += ["", probe_sentence(summary["probe"])]
     lines += ["", "![accuracy vs op](accuracy_vs_op.png)", "", "![loss curves](losses.png)", ""]
     return "\n".join(lines)
+
+
+def probe_sentence(probes: Mapping[str, Any]) -> str:
+    accs = ", ".join(f"seed {s}: {v['accuracy']:.1%} of {v['n']}" for s, v in probes.items())
+    own = []
+    for s, v in probes.items():
+        r = v.get("own_recall")
+        flagged = "n/a" if r is None else f"{r:.0%}"
+        own.append(
+            f"seed {s}: {flagged} of {v.get('own_can_next', 0)} (of {v.get('own_wrong', 0)} wrong solutions,"
+            f" {v.get('own_named', 0)} with a first wrong step naming a parameter)"
+        )
+    return (
+        f"can_next probe, fitted on clean contexts, on held-out steps (paper: ~99%): {accs}. At the error-free"
+        f" model's own first mistakes whose parameter was not computable yet, it flags (paper: ~60%): {'; '.join(own)}."
+    )
 
 
 def _mean(d: Mapping[str, Any]) -> str:
@@ -232,10 +324,14 @@ def write_report(run: Run) -> list[Path]:
 
 
 def _html_table(summary: Mapping[str, Any]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ("method", "in distribution", "out of distribution", "paper (OOD)"))
+    cols = ("method", "training tokens", "in distribution", "out of distribution", "error-free, same OOD problems",
+            "Δ OOD (paired)", "paper (OOD)")  # fmt: skip
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in cols)
     rows = "".join(
-        f"<tr><td>{html.escape(r['method'])}</td><td>{_pct(_from_json(r['in_distribution']))}</td>"
-        f"<td>{_pct(_from_json(r['out_of_distribution']))}</td><td>{html.escape(r['paper_ood'])}</td></tr>"
+        f"<tr><td>{html.escape(r['method'])}</td><td>{_tokens(r['train_tokens'])}</td>"
+        f"<td>{_pct(_from_json(r['in_distribution']))}</td><td>{_pct(_from_json(r['out_of_distribution']))}"
+        f" (n={r['out_of_distribution']['n']})</td><td>{_pct(_from_json(r['baseline_same_ood']))}</td>"
+        f"<td>{_diff(r['diff_ood'])}</td><td>{html.escape(r['paper_ood'])}</td></tr>"
         for r in summary["methods"]
     )
     return f"<table border=1 cellpadding=4 style='border-collapse:collapse'><tr>{head}</tr>{rows}</table>"

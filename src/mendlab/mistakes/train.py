@@ -3,6 +3,8 @@ bf16 autocast on a GPU, a checkpoint every few hundred steps, and resume after k
 
 Batch k is a function of (seed, k) alone (an epoch-seeded permutation of the packed rows), so a resumed
 run sees exactly the batches the uninterrupted one would have: resume changes nothing but the wall time.
+A run may be sized in tokens rather than steps (`TrainConfig.tokens`): data sets whose rows hold more or
+fewer real tokens then train on the same number of tokens, the paper's "equal training tokens".
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ from mendlab.mistakes.model import GPT, GPTConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2000
+    steps: int = 2000  # ignored when `tokens` > 0
+    tokens: int = 0  # > 0: as many steps as it takes to see about this many real (not padding) tokens
     batch_size: int = 32
     lr: float = 2e-3
     min_lr_ratio: float = 0.01
@@ -82,18 +85,63 @@ def optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)  # one kernel, on CPU too
 
 
+def steps_for(cfg: TrainConfig, rows: Rows) -> TrainConfig:
+    """`cfg` with its step count fixed: from the token budget and the rows' mean real tokens, if any.
+
+    Batches draw whole rows, so a step sees batch_size rows' worth of tokens on average; the schedule
+    needs the count up front, and the tokens actually seen (counted, and reported) land within about
+    a step of the budget."""
+    if cfg.tokens <= 0:
+        return cfg
+    per_step = cfg.batch_size * rows.tokens / max(1, len(rows))
+    return replace(cfg, steps=max(1, round(cfg.tokens / max(per_step, 1.0))))
+
+
 def identity(cfg: TrainConfig, model_cfg: GPTConfig, data_key: str) -> str:
-    """A checkpoint resumes only the run it was written by: same model, data and schedule."""
-    blob = json.dumps({"train": cfg.as_dict(), "model": model_cfg.as_dict(), "data": data_key}, sort_keys=True)
+    """A checkpoint resumes only the run it was written by: same model, data and schedule. Not the
+    device (nor bf16, which follows it): a run moved to another machine resumes as the same run."""
+    train = {k: v for k, v in cfg.as_dict().items() if k not in ("device", "bf16")}
+    blob = json.dumps({"train": train, "model": model_cfg.as_dict(), "data": data_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles: the rename is as durable as it gets
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_atomic(path: Path, state: object) -> None:
+    """Atomically and durably: the temp file is synced before it replaces `path`, the folder after."""
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save_final(model: torch.nn.Module, folder: Path) -> Path:
+    """Write `folder/model.pt` (atomic, synced), then drop the training checkpoint it supersedes: a final
+    model is never resumed, and a stale checkpoint is hundreds of MB at the paper's size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / "model.pt"
+    save_atomic(final, model.state_dict())
+    drop_checkpoint(folder)
+    return final
+
+
+def drop_checkpoint(folder: Path) -> None:
+    """Remove the checkpoint of a model whose final weights exist (one killed between the two writes)."""
+    for name in ("checkpoint.pt", "checkpoint.pt.tmp"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def train(
@@ -104,7 +152,9 @@ def train(
     data_key: str = "",
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place for `cfg.steps` steps; with `out_dir`, checkpoint there and resume from it."""
+    """Train `model` in place for `cfg.steps` steps (or `cfg.tokens` tokens); with `out_dir`, checkpoint
+    there and resume from it."""
+    cfg = steps_for(cfg, rows)
     torch.manual_seed(cfg.seed)
     model.to(cfg.device)
     model.train()
@@ -127,7 +177,7 @@ def train(
             return
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         state = {"identity": run_id, "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}
-        _save(ckpt, {**state, "losses": result.losses, "tokens": result.tokens})
+        save_atomic(ckpt, {**state, "losses": result.losses, "tokens": result.tokens})
 
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
