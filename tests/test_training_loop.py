@@ -52,7 +52,9 @@ def test_every_stage_leaves_its_part(quick_loop: Path) -> None:
     first = rows[("dialog: first answer fully correct", "explicit")]
     # quick: 2 steps, 1 dialog per model at the explicit rung: both models answered both steps
     assert first["before"]["n"] == 2 and first["after"]["n"] == 2
-    assert first["diff"]["n"] == 4 and first["verdict"] in ("better", "worse", "no measured change")
+    # one dialog a side: no interval can be given, whatever the rates
+    assert first["diff"]["n"] == 4 and (first["diff"]["low"], first["diff"]["high"]) == (-1.0, 1.0)
+    assert first["verdict"] == "no measured change"
     assert summary["humaneval"]["tasks"] == 2 and summary["humaneval"]["before"]["n"] == 2
     assert summary["training"]["steps"] == 2 and summary["training"]["method"] == "lora"
     # the report shows what summary.json says, k/n included
@@ -126,6 +128,28 @@ def test_the_report_compares_what_it_says(quick_loop: Path) -> None:
     assert banks["before"] and banks["before"] == banks["after"]
 
 
+def test_the_report_and_summary_say_worse_when_a_bad_thing_grows() -> None:
+    from mendlab.reports.loop import _row, markdown, to_json
+    from mendlab.stats import ratio_ci
+
+    more = ratio_ci([(1, 1)] * 30 + [(0, 1)] * 10)
+    caved = _row("false feedback", "caved", "explicit", ratio_ci([(0, 1)] * 40), more, higher_is_better=False)
+    held = _row("false feedback", "held", "explicit", ratio_ci([(1, 1)] * 40), ratio_ci([(1, 1)] * 10 + [(0, 1)] * 30))
+    summary = {
+        "model": "m",
+        "config": {},
+        "data": {},
+        "training": {},
+        "rows": [caved, held],
+        "score": {},
+        "humaneval": {},
+    }
+    rows = to_json(summary)["rows"]
+    assert [r["verdict"] for r in rows] == ["worse", "worse"]
+    table = markdown(summary)
+    assert "| caved | explicit |" in table and table.count("| worse |") == 2 and "better" not in table
+
+
 def test_a_verdict_reads_the_direction_of_the_measure() -> None:
     from mendlab.reports.loop import _verdict
     from mendlab.stats import MeanEstimate
@@ -151,8 +175,13 @@ def test_run_again_resumes_without_asking_the_models(quick_loop: Path) -> None:
     assert json.loads((quick_loop / "sft" / "summary.json").read_text(encoding="utf-8")) == trained
     assert (quick_loop / "gguf" / "after.gguf").stat().st_mtime_ns == mtime
     assert result.summary["humaneval"]["tasks"] == 2
-    # the tuned weights' stamp no longer matching (sft/ retrained, the export changed): refused, not mixed
+    # an export whose stamp a kill took with it is written again, from the same weights
     stamp = quick_loop / "gguf" / "after.gguf.json"
+    stamp.unlink()
+    run_loop(LoopConfig.quick("smollm2-135m"), quick_loop, None, Console(stderr=True))
+    assert stamp.is_file() and (quick_loop / "gguf" / "after.gguf").stat().st_mtime_ns != mtime
+    assert (_count(db, "generations"), _count(db, "samples")) == (generations, samples)
+    # the tuned weights' stamp no longer matching (sft/ retrained, the export changed): refused, not mixed
     kept = stamp.read_text(encoding="utf-8")
     data = json.loads(kept)
     stamp.write_text(json.dumps({**data, "weights_sha256": "0" * 64}), encoding="utf-8")
@@ -179,3 +208,9 @@ def test_another_configuration_in_the_same_folder_is_refused_in_one_line(quick_l
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --gguf-type 'q3'")
     assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "mendlab", "train", "loop", "-m", "smollm2-135m", "-o", str(tmp_path / "x"),
+         "--quick", "--reps", "5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--quick sets every option itself: drop --reps" in proc.stderr

@@ -263,6 +263,14 @@ def loop(
     from mendlab.training.loop import LoopConfig, TrainPart, run_loop, rungs_of
 
     if quick:
+        given = {
+            "--scenarios": scenarios != 20, "--harvest-reps": harvest_reps != 1,
+            "--eval-scenario": bool(eval_scenario), "--reps": reps != 3, "--rung": rung != "all",
+            "--epochs": epochs != 2.0, "--max-steps": max_steps is not None, "--full": not lora,
+            "--humaneval": humaneval != 20, "--gguf-type": gguf_type != "q8_0",
+        }  # fmt: skip
+        if any(given.values()):
+            raise MendlabError(f"--quick sets every option itself: drop {', '.join(k for k, v in given.items() if v)}")
         cfg = replace(LoopConfig.quick(model), seed=seed)
     else:
         base = LoopConfig(model=model)

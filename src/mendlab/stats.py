@@ -184,41 +184,50 @@ def newcombe_diff_ci(
     return d, max(-1.0, low), min(1.0, high)
 
 
-def _ratio_variance(clusters: Sequence[tuple[int, int]]) -> tuple[float, int]:
-    """The cluster-robust (linearized) variance of sum(x)/sum(n), and the number of clusters."""
+def _ratio_variance(clusters: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """The cluster-robust variance of sum(x)/sum(n) and its degrees of freedom. Linearized residuals
+    x - R n, each scaled by 1/(1 - n/N) (Bell and McCaffrey's CR2 for a mean, exact G/(G-1) when the
+    clusters are the same size), and G_eff - 1 degrees of freedom with G_eff = N^2 / sum(n^2): a run
+    of one long dialog and two short ones has nearer one cluster's worth of information than three."""
     data = np.array(clusters, dtype=float).reshape(-1, 2)
-    g = len(data)
     total = data[:, 1].sum()
+    if len(data) < 2:
+        return float("nan"), 0.0
     r = data[:, 0].sum() / total
     resid = data[:, 0] - r * data[:, 1]
-    return float(g / (g - 1) * (resid**2).sum() / total**2) if g > 1 else float("nan"), g
+    lever = data[:, 1] / total
+    var = float((resid**2 / (1 - lever)).sum() / total**2)
+    g_eff = float(total**2 / (data[:, 1] ** 2).sum())
+    return var, g_eff - 1
 
 
 def rate_diff_ci(before: Estimate, after: Estimate, level: float = 0.95) -> MeanEstimate:
     """after - before for two rates measured on separate samples (two models, each its own dialogs).
 
-    Trials come in clusters (the turns of one dialog), and a run has few of them (3 dialogs per rung):
-    a bootstrap over 3 clusters covers far less than it claims. So the interval is the cluster-robust
-    one, with Student's t on Welch-Satterthwaite's degrees of freedom from the clusters on each side,
-    widened to at least Newcombe's score interval (which treats trials as independent and keeps a width
-    where no cluster varies). With a single cluster on a side nothing can be said: [-1, 1]. A design
-    that pairs the two models' samples is analysed as unpaired: conservative, never too narrow.
-    `n` is the trials of both sides."""
+    Trials come in clusters (the turns of one dialog) of unequal sizes, and a run has few of them (3
+    dialogs per rung): a bootstrap over 3 clusters covers far less than it claims. So the interval is
+    the cluster-robust one (`_ratio_variance`), with Student's t on Welch-Satterthwaite's degrees of
+    freedom from both sides, widened to at least Newcombe's score interval (which treats trials as
+    independent and keeps a width where no cluster varies). With a single cluster on a side nothing
+    can be said: [-1, 1]. A design that pairs the two models' samples is analysed as unpaired:
+    conservative, never too narrow. `n` is the trials of both sides."""
     if before.trials == 0 or after.trials == 0:
         return MeanEstimate(float("nan"), float("nan"), float("nan"), before.trials + after.trials)
     for est in (before, after):
         if not est.clusters:
-            raise ValueError("rate_diff_ci needs the clusters of each estimate (make them with ratio_ci)")
+            from mendlab.errors import MendlabError
+
+            raise MendlabError("a rate difference needs each rate's clusters (rates read back from JSON have none)")
     d, n_low, n_high = newcombe_diff_ci((before.successes, before.trials), (after.successes, after.trials), level)
-    (va, ga), (vb, gb) = _ratio_variance(after.clusters), _ratio_variance(before.clusters)
-    if ga < 2 or gb < 2:
+    (va, dfa), (vb, dfb) = _ratio_variance(after.clusters), _ratio_variance(before.clusters)
+    if math.isnan(va) or math.isnan(vb):
         return MeanEstimate(d, -1.0, 1.0, before.trials + after.trials)
     from scipy.stats import t
 
     var = va + vb
     low, high = n_low, n_high
     if var > 0:
-        df = var**2 / ((va**2 / (ga - 1) if va else 0.0) + (vb**2 / (gb - 1) if vb else 0.0))
+        df = var**2 / ((va**2 / dfa if va else 0.0) + (vb**2 / dfb if vb else 0.0))
         half = float(t.ppf(1 - (1 - level) / 2, df)) * math.sqrt(var)
         low, high = min(low, d - half), max(high, d + half)
     return MeanEstimate(d, max(-1.0, low), min(1.0, high), before.trials + after.trials)

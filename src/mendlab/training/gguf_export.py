@@ -62,9 +62,21 @@ def check_exportable(base: Path) -> str:
     return arch
 
 
-def _weights_digest(folder: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _weights_digest(folder: Path) -> str:
+    """The weights' bytes and the config that shapes them."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise MendlabError(f"{folder}: no *.safetensors weights to export")
+    h = hashlib.sha256()
+    for path in [*files, *([folder / "config.json"] if (folder / "config.json").is_file() else [])]:
         h.update(path.name.encode())
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 24), b""):
@@ -74,13 +86,18 @@ def _weights_digest(folder: Path) -> str:
 
 def export_stamp(hf_dir: Path, base: Path, qtype: str) -> dict[str, Any]:
     """What an export is made of: the weights' bytes, the base file, the type, this code's version."""
-    st = base.stat()
     return {
         "weights_sha256": _weights_digest(hf_dir),
-        "base": {"path": str(base.resolve()), "size": st.st_size},
+        "base_sha256": file_sha256(base),
         "qtype": qtype,
         "export_version": EXPORT_VERSION,
     }
+
+
+def same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two stamps of the same weights, base and type (the export's version aside)."""
+    keys = ("weights_sha256", "base_sha256", "qtype")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def stamp_path(gguf_file: Path) -> Path:
@@ -88,7 +105,8 @@ def stamp_path(gguf_file: Path) -> Path:
 
 
 def read_stamp(gguf_file: Path) -> dict[str, Any] | None:
-    """The stamp of an export that is complete (file and stamp), else None."""
+    """The stamp of an export that is complete (file and stamp, the file of the size the stamp says),
+    else None."""
     sp = stamp_path(gguf_file)
     if not gguf_file.is_file() or not sp.is_file():
         return None
@@ -96,7 +114,9 @@ def read_stamp(gguf_file: Path) -> dict[str, Any] | None:
         data = json.loads(sp.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("size") != gguf_file.stat().st_size:
+        return None
+    return data
 
 
 def _added_tokens_missing(hf_dir: Path, tokens: list[str]) -> list[str]:
@@ -183,6 +203,8 @@ def export_gguf(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp_path(out).unlink(missing_ok=True)  # a file without its stamp is never taken for done
+    for left in out.parent.glob(f".{out.name}.*.tmp"):  # what a killed export left (hundreds of MB)
+        left.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -220,7 +242,7 @@ def export_gguf(
     finally:
         Path(tmp).unlink(missing_ok=True)
     if stamp is not None:
-        text = json.dumps(stamp, indent=2) + "\n"
+        text = json.dumps({**stamp, "size": out.stat().st_size}, indent=2) + "\n"
         sp = stamp_path(out)
         sp.with_name(sp.name + ".tmp").write_text(text, encoding="utf-8")
         os.replace(sp.with_name(sp.name + ".tmp"), sp)

@@ -60,8 +60,10 @@ class TrainPart:
     learning_rate: float | None = None
     epochs: float = 2.0
     max_steps: int | None = None
-    batch_size: int = 4
-    max_length: int = 1024
+    batch_size: int = 1  # a 2048-token conversation's logits over a 150k vocabulary are 1.2 GB in fp32
+    grad_accum: int = 4
+    max_length: int = 2048  # a dialog's later steps carry its whole history
+    drop_long: bool = True  # longer ones are left out (and counted), not a stop after the harvest
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class LoopConfig:
             model=model,
             train_scenarios=2,
             harvest=CalendarConfig(reps=1, rungs=("pointed",), max_fixes=1, params=short, steps=2),
-            train=TrainPart(max_steps=2, batch_size=2, max_length=768),
+            train=TrainPart(max_steps=2, batch_size=2, grad_accum=1, max_length=768),
             evaluate=CalendarConfig(
                 reps=1, tries=1, rungs=("explicit",), max_fixes=1, attempts=1, per_kind=1, params=short, steps=2
             ),
@@ -153,11 +155,13 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def base_identity(path: Path) -> dict[str, Any]:
-    """The base model's file, so that a replaced GGUF under the same name is another loop."""
+    """The base model's bytes, so that a replaced model under the same name is another loop."""
+    from mendlab.training.gguf_export import file_sha256
+
     if path.is_dir():
         files = sorted(p for p in path.glob("*.safetensors"))
-        return {"path": str(path.resolve()), "files": {p.name: p.stat().st_size for p in files}}
-    return {"path": str(path.resolve()), "size": path.stat().st_size}
+        return {"path": str(path.resolve()), "sha256": {p.name: file_sha256(p) for p in files}}
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 def check_folder(out: Path, cfg: LoopConfig, base: dict[str, Any]) -> bool:
@@ -176,9 +180,6 @@ def check_folder(out: Path, cfg: LoopConfig, base: dict[str, Any]) -> bool:
         have = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise MendlabError(f"{path}: unreadable; remove the folder or give another --out") from None
-    if isinstance(have, dict) and "base" not in have:  # written before the base was recorded: record it now
-        have["base"] = base
-        _atomic_text(path, json.dumps(have, indent=2) + "\n")
     diffs = _diffs(have, want)
     if diffs:
         shown = "; ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
@@ -271,14 +272,15 @@ def sft_options(cfg: LoopConfig, base: Path, out: Path) -> Any:
     return SFTOptions(
         model=str(base), data=out / "data.jsonl", out=out / "sft", name=None, lora=t.lora, lora_r=t.lora_r,
         lora_alpha=t.lora_alpha, learning_rate=t.learning_rate, epochs=t.epochs, max_steps=t.max_steps,
-        batch_size=t.batch_size, max_length=t.max_length, seed=cfg.seed, register=False,
+        batch_size=t.batch_size, grad_accum=t.grad_accum, max_length=t.max_length, drop_long=t.drop_long,
+        seed=cfg.seed, register=False,
     )  # fmt: skip
 
 
 def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) -> LoopResult:
     from mendlab.reports.loop import build_summary, write_loop_report
     from mendlab.training.data import BuildConfig, build, write_jsonl
-    from mendlab.training.gguf_export import check_exportable, export_gguf, export_stamp, read_stamp
+    from mendlab.training.gguf_export import check_exportable, export_gguf, export_stamp, read_stamp, same_source
     from mendlab.training.overlap import build_eval_set, scenario_refs
     from mendlab.training.register import register
     from mendlab.training.scenarios import generate, write_scenarios
@@ -346,12 +348,13 @@ def run_loop(cfg: LoopConfig, out: Path, config: Path | None, console: Console) 
             gguf = out / "gguf" / f"{name}.gguf"
             stamp = export_stamp(folder, base.path, cfg.gguf_type)
             made = read_stamp(gguf)
-            if made is not None and made != stamp:
+            if made is not None and not same_source(made, stamp):
                 raise MendlabError(
                     f"{gguf} was written from other weights than {folder} now holds: what is stored under "
                     f"{name!r} would mix two models; give a new --out"
                 )
-            if made is None:  # none yet, or one a kill left without its stamp
+            if made is None or made.get("export_version") != stamp["export_version"]:
+                # none yet, one a kill left without its stamp, or one an older export wrote: the same weights
                 with console.status(f"writing {gguf} ({cfg.gguf_type})…"), quiet():
                     export_gguf(folder, base.path, gguf, cfg.gguf_type, stamp=stamp, label=f"{cfg.model} {name}")
             register(name, gguf, models_file, f"{cfg.model} {name} closing the loop ({cfg.gguf_type})", "llama.cpp")

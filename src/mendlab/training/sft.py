@@ -928,10 +928,11 @@ def _register(opts: SFTOptions, name: str | None, base: Base, summary: dict[str,
     """The HF folder as NAME (transformers) and, with --gguf, the GGUF as NAME-gguf (llama.cpp)."""
     gguf = gguf_path(opts)
     if gguf is not None and main:
-        from mendlab.training.gguf_export import export_gguf, export_stamp, read_stamp
+        from mendlab.training.gguf_export import export_gguf, export_stamp, read_stamp, same_source
 
         stamp = export_stamp(opts.out / "model", base.path, str(opts.gguf))
-        if read_stamp(gguf) != stamp:  # none yet, a kill's leftover, or another model's: written (again)
+        made = read_stamp(gguf)  # none yet, a kill's leftover, another model's or an older export's: written again
+        if made is None or not same_source(made, stamp) or made.get("export_version") != stamp["export_version"]:
             export_gguf(opts.out / "model", base.path, gguf, str(opts.gguf), stamp=stamp, label=name)
     if not opts.register or name is None or not main:
         return None
