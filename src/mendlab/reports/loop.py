@@ -240,7 +240,7 @@ def plot(summary: Mapping[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("rate (95% interval)")
-    ax.set_title(f"{summary['model']}: before and after tuning on its own mistakes", fontsize=10)
+    ax.set_title(f"{summary['model']}: before and after tuning", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
