@@ -174,6 +174,7 @@ def test_retry_data_never_regenerates_a_problem_in_hand() -> None:
 def test_parallel_generation_makes_the_same_list() -> None:
     cfg = GenConfig(op_min=1, op_max=3, max_instance=4)
     assert problems(cfg, "train", 1200, seed=5, workers=2) == problems(cfg, "train", 1200, seed=5)
+    assert problems(cfg, "test", 30, seed=5, workers=2) == problems(cfg, "test", 30, seed=5)
     with pytest.raises(RuntimeError, match="only 0 test problems"):
         problems(GenConfig(op_min=0, op_max=0, max_instance=2, layers=(2, 2)), "test", 1, seed=0)
 

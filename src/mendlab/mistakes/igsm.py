@@ -738,19 +738,24 @@ def problems(cfg: GenConfig, split: str, n: int, seed: int, workers: int = 1) ->
     """n problems of that split ("train", "test" or "any"), deterministic in (cfg, split, n, seed).
 
     With `workers` > 1, candidates are generated in that many processes (a GPU run's training set is
-    minutes of one core), in the same order, so the list is the one `workers=1` makes."""
-    if workers <= 1 or n < 1000:
-        return list(iter_problems(cfg, split, n, seed))
+    minutes of one core, and a test split keeps only ~1 candidate in 23), in the same order, so the
+    list is the one `workers=1` makes."""
     if split not in ("train", "test", "any"):
         raise ValueError(f"split must be train, test or any, got {split!r}")
+    if workers <= 1 or (split != "test" and n < 1000):
+        return list(iter_problems(cfg, split, n, seed))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     out: list[Problem] = []
-    size = 250
+    size = 250 if n >= 1000 else 100
     start = 0
-    # spawn, not fork: the parent may hold torch's threads (or a GPU), which a forked child inherits badly
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Fork where there is one: spawn re-imports the caller's script, which runs it again unless it is
+    # guarded by `if __name__ == "__main__"`. The children only run this pure-Python generator, never
+    # torch's threads or a GPU the parent may hold.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         while len(out) < n:
             if start >= 500 * (n + 2):
                 got = f"only {len(out)} {split} problems of {n} among the first {start}"
