@@ -20,7 +20,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in reader.tensors}
 
 
-@pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m-base", "qwen2.5-coder-0.5b"])
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m-base"])  # qwen2: by hand (README), 90 s more
 def test_the_base_round_trips_exactly_through_transformers(registry: Registry, tmp_path: Path, name: str) -> None:
     """GGUF → transformers (dequantized) → GGUF f32 gives back every weight of the base, bit for bit:
     llama's q/k permutation and Gemma's `norm - 1` are undone, tied outputs stay tied, names match."""
