@@ -260,7 +260,8 @@ def loop(
     """Closing the loop: measure, build data from the model's own mistakes, tune, measure again."""
     from dataclasses import replace
 
-    from mendlab.training.loop import LoopConfig, TrainPart, run_loop, rungs_of
+    from mendlab.dialogs.runner import parse_rungs
+    from mendlab.training.loop import LoopConfig, TrainPart, run_loop
 
     if quick:
         given = {
@@ -281,7 +282,7 @@ def loop(
             eval_scenarios=tuple(eval_scenario or ("calendar",)),
             harvest=replace(base.harvest, reps=harvest_reps),
             train=TrainPart(lora=lora, epochs=epochs, max_steps=max_steps),
-            evaluate=replace(base.evaluate, reps=reps, rungs=rungs_of(rung)),
+            evaluate=replace(base.evaluate, reps=reps, rungs=parse_rungs(rung)),
             humaneval=humaneval,
             gguf_type=gguf_type,
         )

@@ -32,7 +32,6 @@ from typing import Any
 
 from rich.console import Console
 
-from mendlab.dialogs.feedback import RUNGS, Rung
 from mendlab.dialogs.runner import CalendarConfig, run_experiments
 from mendlab.engine import Engine, EngineConfig, Task
 from mendlab.engine.task import Outcome, Sample, SampleFailed
@@ -126,14 +125,6 @@ class LoopConfig:
     def seeded(self, part: CalendarConfig) -> CalendarConfig:
         """The loop's seed is the dialogs' sampling seed too: two loops with other seeds are replicates."""
         return replace(part, params=replace(part.params, seed=self.seed))
-
-
-def rungs_of(text: str) -> tuple[Rung, ...]:
-    if text == "all":
-        return RUNGS
-    if text not in RUNGS:
-        raise MendlabError(f"--rung {text!r}: vague, pointed, explicit or all")
-    return (text,)
 
 
 # ---------------------------------------------------------------- the loop's folder
