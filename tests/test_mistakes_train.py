@@ -171,7 +171,7 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> None:
     rows = pack(examples(TOK, problems(SMALL, "train", 4, 0), DataSpec(), 0), 384, TOK.pad_id)
     train(tiny(), rows, TrainConfig(steps=2, batch_size=2, warmup=1), tmp_path)
-    with pytest.raises(ValueError, match="another run"):
+    with pytest.raises(MendlabError, match="another run"):  # a user mistake: one line, no traceback
         train(tiny(), rows, TrainConfig(steps=3, batch_size=2, warmup=1), tmp_path)
 
 

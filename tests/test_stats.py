@@ -144,3 +144,45 @@ def test_rate_difference_covers_at_its_level_with_three_dialogs_a_side() -> None
             d = rate_diff_ci(ratio_ci(sides[0], reps=10), ratio_ci(sides[1], reps=10))
             covered += d.low <= 0 <= d.high
         assert covered / runs >= 0.94, (p, rho, sizes, covered / runs)
+
+
+def test_clustered_ratio_interval_is_the_t_interval_of_cluster_rates_for_equal_clusters() -> None:
+    """Equal cluster sizes: the CR2 interval reduces to Student's t over the clusters' own rates (an
+    independent formula), when that is wider than Wilson's; all-alike clusters fall back to Wilson."""
+    import numpy as np
+    from scipy.stats import t
+
+    from mendlab.stats import ratio_t_ci
+
+    clusters = [(10, 10), (0, 10), (10, 10), (0, 10), (5, 10)]  # 5 structures that pass or fail together
+    rates = np.array([k / n for k, n in clusters])
+    half = t.ppf(0.975, len(rates) - 1) * rates.std(ddof=1) / math.sqrt(len(rates))
+    est = ratio_t_ci(clusters)
+    assert math.isclose(est.value, 0.5)
+    assert math.isclose(est.low, max(0.0, 0.5 - half), abs_tol=1e-9) and math.isclose(est.high, min(1.0, 0.5 + half))
+    # The same 50 outcomes as independent trials: the bootstrap over problems is far narrower.
+    assert est.high - est.low > 2.5 * (ratio_ci([(1, 1)] * 25 + [(0, 1)] * 25).high - 0.5)
+    alike = ratio_t_ci([(3, 10)] * 4)
+    assert (alike.low, alike.high) == wilson(12, 40)
+    assert (ratio_t_ci([(7, 10)]).low, ratio_t_ci([(7, 10)]).high) == (0.0, 1.0)  # one structure: nothing known
+    assert ratio_t_ci([]).trials == 0
+
+
+def test_clustered_paired_difference_is_the_t_interval_of_cluster_means_and_never_narrower_than_newcombe() -> None:
+    import numpy as np
+    from scipy.stats import t
+
+    from mendlab.stats import paired_diff_t_ci, paired_rate_diff_ci
+
+    # 4 structures of 6 pairs each: two where the new model wins everything, two with no change.
+    win, same = [(False, True)] * 6, [(True, True)] * 3 + [(False, False)] * 3
+    clusters = [win, same, win, same]
+    est = paired_diff_t_ci(clusters)
+    means = np.array([1.0, 0.0, 1.0, 0.0])
+    half = t.ppf(0.975, 3) * means.std(ddof=1) / 2
+    assert math.isclose(est.value, 0.5) and est.n == 24
+    assert math.isclose(est.low, 0.5 - half) and math.isclose(est.high, min(1.0, 0.5 + half))
+    flat = paired_rate_diff_ci([p for c in clusters for p in c])
+    assert est.low < flat.low  # pairs in clusters say less than 24 independent pairs
+    none_changed = paired_diff_t_ci([same, same, same])
+    assert none_changed.value == 0 and none_changed.low < 0 < none_changed.high  # Newcombe's width kept

@@ -181,7 +181,7 @@ def _run(preset: str, out: Path | None, seeds: str | None, device: str | None) -
 
 
 def _work(run: Any, steps: list[tuple[str, Any]]) -> None:
-    with progress_bar(_err) as bar:
+    with run.exclusive(), progress_bar(_err) as bar:
         task = bar.add_task("iGSM lab", total=len(steps))
         for name, work in steps:
             bar.update(task, description=name)
@@ -215,9 +215,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 
 
 @mistakes_app.command("run")
-def run_preset(
-    preset: PresetArg = "cpu", out: OutOpt = None, seeds: SeedsOpt = None, device: DeviceOpt = None
-) -> None:
+def run_preset(preset: PresetArg = "cpu", out: OutOpt = None, seeds: SeedsOpt = None, device: DeviceOpt = None) -> None:
     """The paper's table end to end: pretrain, decode, probe, fine-tune, grade, report. Resumes."""
     from mendlab.mistakes.report import summarize, write_report
 
@@ -245,8 +243,14 @@ def train_one(
         raise MendlabError(f"--kind: {kind!r} is not one of strong, weak, miss")
     if not 0 <= retry < 1:
         raise MendlabError(f"--retry: {retry} is not in [0, 1)")
+    if retry == 0 and (masked or kind != "strong"):
+        raise MendlabError("--kind and --masked describe retry steps: give --retry above 0 with them")
     run = _run(preset, out, str(seed), device)
     spec = DataSpec(retry, kind, masked)
+    rows = run.preset.pretraining()
+    if spec not in rows:
+        listed = "; ".join(r.label for r in rows)
+        raise MendlabError(f"{spec.label} is not a row of preset {preset!r} (its rows: {listed})")
     _work(run, [(f"pretraining {spec.label}", lambda: run.pretrained(spec, seed))])
 
 

@@ -6,4 +6,6 @@ tokenizer, and a small GPT trained from scratch). Submodules import torch only w
 # folder of another version is refused (its models and grades would not be this code's).
 # 2: the split hashes the canonical structure; clean-context probe; solutions kept in the eval files;
 #    progress counts necessary steps; training to a token budget.
-VERSION = 2
+# 3: greedy decodes every row to its own budget (a batch's longest prompt cut some short); train.json
+#    counts the tokens trained on beside those read.
+VERSION = 3

@@ -27,7 +27,7 @@ _DEFINE = re.compile(r"Define (.+?) as (\[BACK\]|[A-Za-z])(.*)", re.S)
 _CLAUSE = re.compile(r"(so )?([A-Za-z]) = (.+)")
 _BIN = re.compile(r"(\S+) ([-+*]) (\S+)")
 _LETTER = re.compile(r"[A-Za-z]")
-_NUMBER = re.compile(r"\d{1,6}")
+_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII only: int() would read other scripts' digits too
 _SPACE_BEFORE = re.compile(r"\s+([.,;?]|'s)")
 
 

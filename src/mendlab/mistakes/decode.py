@@ -64,7 +64,7 @@ def greedy(
             idx[i, width - len(c) :] = torch.tensor(c, device=dev)
             valid[i, width - len(c) :] = True
         pos = (valid.long().cumsum(1) - 1).clamp(min=0)
-        limit = min(max(caps), model.cfg.block_size - width)
+        limit = max(caps)  # each row stops at its own cap; rotary positions have no table to outgrow
         logits, _, cache = model.step(idx, pos, valid, None)
         nxt_pos = pos[:, -1:] + 1
         gen: list[list[int]] = [[] for _ in chunk]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,25 @@ class Run:
         else:
             _write_atomic(marker, json.dumps(mine, sort_keys=True, indent=1))
 
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run folder for this process: two processes training or grading in one folder would
+        train the same model twice and write the same files at once."""
+        import fcntl
+
+        path = self.out / ".lock"
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MendlabError(
+                    f"{self.out} is in use by another mendlab process; wait for it, or pass another --out"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     # -- data ----------------------------------------------------------------------------------------------
 
     def _instances(self, op: int) -> int:
@@ -377,7 +397,12 @@ class Run:
 
     def _finish(self, model: GPT, folder: Path, result: Any) -> GPT:
         _write_atomic(folder / "losses.json", json.dumps(result.losses))
-        info = {"tokens": result.tokens, "steps": result.steps, "seconds": round(result.seconds, 1)}
+        info = {
+            "tokens": result.tokens,
+            "trained_tokens": result.trained,
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+        }
         _write_atomic(folder / "train.json", json.dumps(info))
         save_final(model, folder)  # last: its presence means the folder is complete
         return model.eval()
@@ -426,14 +451,16 @@ class Run:
         result = train(model, rows, cfg, folder, data_key=f"v{VERSION}|finetune|{kind}|{spec}")
         return self._finish(model, folder, result)
 
-    def tokens(self, method: Method, seed: int) -> int | None:
-        """Training tokens behind a method's model (pretraining plus any fine-tuning), once trained."""
+    def tokens(self, method: Method, seed: int, trained: bool = False) -> int | None:
+        """Tokens read behind a method's model (pretraining plus any fine-tuning), once trained; with
+        `trained`, only those the loss was on."""
         total = 0
         for name in model_folders(method, seed):
             path = self.out / "models" / name / "train.json"
             if not path.exists():
                 return None
-            total += int(json.loads(path.read_text(encoding="utf-8"))["tokens"])
+            info = json.loads(path.read_text(encoding="utf-8"))
+            total += int(info["trained_tokens" if trained else "tokens"])
         return total
 
     # -- the probe -------------------------------------------------------------------------------------------

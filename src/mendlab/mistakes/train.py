@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mendlab.errors import MendlabError
 from mendlab.mistakes.corpus import Rows
 from mendlab.mistakes.model import GPT, GPTConfig
 
@@ -51,8 +52,9 @@ class TrainConfig:
 class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)  # one per step
-    tokens: int = 0  # real tokens seen (padding excluded)
-    seconds: float = 0.0  # wall time of this process's share of the run
+    tokens: int = 0  # real tokens read (prompts and solutions; padding excluded): what a budget counts
+    trained: int = 0  # of them, the tokens the loss is on (solutions, less any masked wrong steps)
+    seconds: float = 0.0  # training wall time, summed over the processes a resumed run went through
     resumed_from: int = 0
 
 
@@ -164,12 +166,13 @@ def train(
     run_id = identity(cfg, model.cfg, data_key)
     start = 0
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        state = torch.load(ckpt, map_location=cfg.device, weights_only=True)
         if state["identity"] != run_id:
-            raise ValueError(f"{ckpt} belongs to another run (its configuration differs); use a new folder")
+            raise MendlabError(f"{ckpt} belongs to another run (its configuration differs); use a new folder")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, result.losses, result.tokens = state["step"], state["losses"], state["tokens"]
+        result.trained, result.seconds = state.get("trained", 0), state.get("seconds", 0.0)
         result.resumed_from = start
 
     def checkpoint(step: int) -> None:
@@ -177,7 +180,9 @@ def train(
             return
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         state = {"identity": run_id, "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step}
-        save_atomic(ckpt, {**state, "losses": result.losses, "tokens": result.tokens})
+        seconds = result.seconds + time.perf_counter() - t0
+        extra = {"losses": result.losses, "tokens": result.tokens, "trained": result.trained, "seconds": seconds}
+        save_atomic(ckpt, {**state, **extra})
 
     t0 = time.perf_counter()
     for step in range(start, cfg.steps):
@@ -199,10 +204,11 @@ def train(
         value = float(loss.item())
         result.losses.append(value)
         result.tokens += batch.tokens
+        result.trained += int(batch.weights.sum())
         if on_step is not None:
             on_step(step + 1, value)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             checkpoint(step + 1)
-    result.seconds = time.perf_counter() - t0
+    result.seconds += time.perf_counter() - t0
     model.eval()
     return result
