@@ -24,7 +24,7 @@ from mendlab.mistakes.checker import can_next, check, split_steps
 from mendlab.mistakes.corpus import DataSpec, encode, examples, pack, prompt_ids
 from mendlab.mistakes.decode import Decoded, beam, budget, greedy, perfect_detector, retry_upon_regret
 from mendlab.mistakes.experiment import PRESETS, Graded, Run, grade, methods, read_graded
-from mendlab.mistakes.igsm import GenConfig, Problem, instance, problem_from_id, problems
+from mendlab.mistakes.igsm import GenConfig, Problem, canonical, instance, problem_from_id, problems
 from mendlab.mistakes.lora import trainable, with_lora
 from mendlab.mistakes.model import GPT, GPTConfig
 from mendlab.mistakes.probe import accuracy, fit_probe, own_mistakes, probe_data
@@ -32,7 +32,7 @@ from mendlab.mistakes.report import accuracy as pooled_accuracy
 from mendlab.mistakes.report import progress, summarize, write_report
 from mendlab.mistakes.retry import candidates, with_retries
 from mendlab.mistakes.tokenizer import tokenizer
-from mendlab.mistakes.train import TrainConfig, identity, lr_at, steps_for, train
+from mendlab.mistakes.train import TrainConfig, batch_rows, identity, lr_at, steps_for, train
 
 TOK = tokenizer()
 SMALL = GenConfig(op_min=2, op_max=2, max_instance=4)
@@ -183,9 +183,19 @@ def test_a_token_budget_gives_equal_tokens_whatever_the_rows_hold() -> None:
     cfg = TrainConfig(tokens=20_000, batch_size=4, warmup=2)
     a, b = steps_for(cfg, plain), steps_for(cfg, retry)
     assert a.steps != b.steps
-    for rows, c in ((plain, a), (retry, b)):
+    masked = pack(examples(TOK, probs, DataSpec(0.5, mask_wrong=True), 0), 384, TOK.pad_id)
+    trained = {}
+    for name, rows, c in (("plain", plain, a), ("retry", retry, b), ("masked", masked, steps_for(cfg, masked))):
         result = train(tiny(layers=1, embd=32), rows, c)
         assert result.steps == c.steps and abs(result.tokens - 20_000) < 0.1 * 20_000, (result.tokens, c.steps)
+        # read and trained tokens, recounted from the batches the schedule draws
+        batches = [rows.take(batch_rows(len(rows), k, c)) for k in range(c.steps)]
+        assert result.tokens == sum(int((x.doc >= 0).sum()) for x in batches)
+        assert result.trained == sum(int(x.weights.sum()) for x in batches) < result.tokens  # prompts untrained
+        trained[name] = result.trained
+    # at equal tokens read, retry data puts the loss on more tokens (its prompts are a smaller share)
+    # and the mask on fewer than unmasked retry data: the table prints both counts for that reason
+    assert trained["retry"] > trained["plain"] and trained["masked"] < trained["retry"]
     assert steps_for(TrainConfig(steps=7), plain).steps == 7  # no budget: the steps as given
 
 
@@ -193,6 +203,25 @@ def test_a_checkpoint_is_the_same_run_on_another_device() -> None:
     cfg, mcfg = TrainConfig(steps=5), GPTConfig(TOK.vocab_size)
     assert identity(cfg, mcfg, "k") == identity(replace(cfg, device="cuda:1", bf16=True), mcfg, "k")
     assert identity(cfg, mcfg, "k") != identity(replace(cfg, lr=1e-4), mcfg, "k")
+
+
+def test_greedy_gives_every_row_its_own_budget_whatever_the_batch() -> None:
+    """A context sized as a run sizes it (the longest prompt + budget of any one problem) must not cut a
+    short-prompt, long-solution problem batched with a long-prompt one: the batch is not the unit."""
+    pool = problems(GenConfig(op_min=1, op_max=6, max_instance=8), "train", 60, 4)
+    long_prompt = max(pool, key=lambda q: len(prompt_ids(TOK, q)) - budget(TOK, q))
+    long_budget = max(pool, key=lambda q: budget(TOK, q) - len(prompt_ids(TOK, q)))
+    pair = [long_prompt, long_budget]
+    context = max(len(prompt_ids(TOK, q)) + budget(TOK, q) for q in pair)
+    assert budget(TOK, long_budget) > context - len(prompt_ids(TOK, long_prompt)), "the batch must bind"
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(TOK.vocab_size, 1, 2, 32, context)).eval()
+    with torch.no_grad():
+        model.wte.weight[TOK.eos_id] = -10 * model.wte.weight.abs().max()  # never stops early: runs to its cap
+    alone = [greedy(model, TOK, [q])[0] for q in pair]
+    together = greedy(model, TOK, pair, batch_size=2)
+    assert together == alone
+    assert len(TOK.encode(together[1].solution)) == budget(TOK, long_budget)
 
 
 # -- decoding, on a model that learned a handful of problems by heart -----------------------------------
@@ -373,13 +402,76 @@ def test_lora_trains_only_its_adapters() -> None:
 # -- statistics and the preset run -----------------------------------------------------------------------
 
 
-def test_pooled_accuracy_counts_each_seed_and_clusters_by_problem() -> None:
-    g = lambda i, ok: Graded(f"p{i}", 5, ok, None if ok else "arith", 0, 0)  # noqa: E731
-    by_seed = {0: [g(0, True), g(1, False), g(2, True)], 1: [g(0, True), g(1, True), g(2, False)]}
-    e = pooled_accuracy(by_seed)
-    assert (e.successes, e.trials) == (4, 6)
-    # An interval no narrower than Wilson's on the 6 pooled trials (hand-computed: [0.300, 0.903]).
-    assert e.low <= 0.3001 and e.high >= 0.9032
+@pytest.fixture(scope="module")
+def by_structure() -> list[list[Problem]]:
+    """Real test-split problems grouped by solution structure, the largest groups first."""
+    groups: dict[str, list[Problem]] = {}
+    for q in problems(GenConfig(op_min=2, op_max=2, max_instance=4), "test", 40, 3):
+        groups.setdefault(canonical(q), []).append(q)
+    out = sorted(groups.values(), key=len, reverse=True)
+    assert len(out) >= 3 and len(out[0]) >= 3, "the fixture needs a few structures, one of them repeated"
+    return out
+
+
+def _g(q: Problem, ok: bool) -> Graded:
+    return Graded(q.id, q.op, ok, None if ok else "arith", 0, 0, 1.0 if ok else 0.0)
+
+
+def test_pooled_accuracy_clusters_by_solution_structure_across_seeds(by_structure: list[list[Problem]]) -> None:
+    """Problems of one structure, and every seed's grade of them, are one cluster: the interval is the
+    clustered one computed here from `igsm.canonical` directly, wider than one that treats problems (or
+    grades) as independent."""
+    from mendlab.stats import ratio_t_ci
+
+    grades = {0: [], 1: []}  # type: dict[int, list[Graded]]
+    for i, group in enumerate(by_structure):
+        for q in group:
+            for seed in (0, 1):
+                grades[seed].append(_g(q, i % 2 == 0))  # whole structures pass or fail together
+    e = pooled_accuracy(grades)
+    per = [(len(gr) * 2 if i % 2 == 0 else 0, len(gr) * 2) for i, gr in enumerate(by_structure)]
+    ref = ratio_t_ci(per)
+    assert (e.successes, e.trials) == (sum(k for k, _ in per), sum(n for _, n in per))
+    assert (e.low, e.high) == pytest.approx((ref.low, ref.high))
+    by_problem = ratio_t_ci([(2 * int(g.correct), 2) for g in grades[0]])
+    assert e.high - e.low > by_problem.high - by_problem.low
+
+
+def test_paired_difference_pairs_problem_and_seed_and_seeds_speak_for_themselves(
+    by_structure: list[list[Problem]],
+) -> None:
+    from mendlab.mistakes.report import gate, paired, seed_diffs, verdict
+
+    qs = [q for group in by_structure for q in group]
+    # the baseline is right on everything for seed 0 and wrong on everything for seed 1; the other row
+    # the reverse: paired by seed, other - baseline is -1 then +1 (pairing across seeds would say 0)
+    base = {0: [_g(q, True) for q in qs], 1: [_g(q, False) for q in qs]}
+    other = {0: [_g(q, False) for q in qs[:5]], 1: [_g(q, True) for q in qs[:5]]}  # graded on a subset
+    same, diff = paired(base, other, [2])
+    assert (same.successes, same.trials) == (5, 10) and diff.n == 10 and diff.value == 0
+    per_seed = seed_diffs(base, other, [2])
+    assert per_seed[0].value == -1 and per_seed[1].value == 1
+    g = {"passed": True, "has_headroom": True}
+    assert verdict(g, diff, per_seed, 2) == "no difference shown"
+    better = {0: [_g(q, True) for q in qs], 1: [_g(q, True) for q in qs]}
+    _, up = paired(base | {0: [_g(q, False) for q in qs]}, better, [2])
+    ups = seed_diffs(base | {0: [_g(q, False) for q in qs]}, better, [2])
+    assert up.value == 1 and up.low > 0 and verdict(g, up, ups, 2) == "better"
+    assert verdict(g, up, {0: ups[0]}, 2) == "incomplete"  # a seed not graded yet decides nothing
+    assert verdict({"passed": False, "has_headroom": True}, up, ups, 2).startswith("uninformative")
+    assert verdict({"passed": True, "has_headroom": False}, up, ups, 2).startswith("uninformative")
+    # the gate: every seed must pass in distribution (one seed that learned does not carry one that did not)
+    ind, ood = qs[:20], qs[20:]
+    learned = [_g(q, True) for q in ind] + [_g(q, i % 2 == 0) for i, q in enumerate(ood)]
+    ood_op = [replace(g, op=5) for g in learned[20:]]
+    one = gate({0: learned[:20] + ood_op, 1: [_g(q, False) for q in ind]}, [2], [5], (0, 1))
+    assert not one["passed"] and one["per_seed"]["1"]["value"] == 0
+    both = gate({s: learned[:20] + ood_op for s in (0, 1)}, [2], [5], (0, 1))
+    assert both["passed"] and both["has_headroom"]
+    floor = gate({s: learned[:20] + [replace(g, correct=False) for g in ood_op] for s in (0, 1)}, [2], [5], (0, 1))
+    assert floor["passed"] and not floor["has_headroom"]  # OOD at 0%: no room for a difference
+    missing = gate({0: learned[:20]}, [2], [5], (0, 1))
+    assert not missing["passed"] and missing["missing_seeds"] == [1]
 
 
 def test_partial_credit_counts_the_necessary_steps_right_before_the_first_error() -> None:
@@ -404,7 +496,7 @@ def test_partial_credit_counts_the_necessary_steps_right_before_the_first_error(
     assert check(p, f"{bonus} {p.solution}").correct
     g = grade(p, Decoded(" ".join([bonus, steps[0], steps[-1]])))
     assert not g.correct and g.progress == pytest.approx(1 / len(steps))
-    by_seed = {0: [Graded("a", 4, False, "deps", 0, 0, 0.5)], 1: [Graded("a", 4, True, None, 0, 0, 1.0)]}
+    by_seed = {0: [Graded(p.id, 4, False, "deps", 0, 0, 0.5)], 1: [Graded(p.id, 4, True, None, 0, 0, 1.0)]}
     assert progress(by_seed, [4]).value == pytest.approx(0.75)
 
 
@@ -536,3 +628,32 @@ def test_bad_run_options_are_one_line_errors(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:"), proc.stderr
+
+
+def test_a_model_outside_the_presets_rows_and_a_busy_run_folder_are_refused(tmp_path: Path) -> None:
+    """`--retry 0 --masked` would train into the error-free folder under another data key (a traceback
+    on resume), and a p the preset has no row for would train a model nothing grades; a folder another
+    process works in must not get a second trainer writing the same files."""
+    folder = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "mendlab", "mistakes", *args, "-o", str(folder)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    for args, said in (
+        (["train", "tiny", "--retry", "0", "--masked"], "--retry above 0"),
+        (["train", "tiny", "--retry", "0", "--kind", "weak"], "--retry above 0"),
+        (["train", "tiny", "--retry", "0.3"], "not a row of preset 'tiny'"),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (folder / "models").exists()
+    run = Run(PRESETS["tiny"], folder, log=lambda s: None)
+    with run.exclusive():
+        proc = cli("eval", "tiny", "--method", "error-free")
+        assert proc.returncode == 2 and "in use by another mendlab process" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (folder / "evals").exists()
+    with run.exclusive():  # released when the holder is done
+        pass
