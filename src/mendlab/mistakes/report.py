@@ -267,6 +267,12 @@ def _plot_accuracy(summary: Mapping[str, Any], ops: Sequence[int]) -> bytes | No
     first_ood = min(summary["out_of_distribution_ops"], default=None)
     if first_ood is not None:
         ax.axvline(first_ood - 0.5, color="grey", linestyle=":", label="trained up to here")
+    paper = [f"{row['method']}: {row['paper_ood']}" for row in summary["methods"] if row["paper_ood"] != "n/a"]
+    if paper:  # the paper's figures beside ours: another scale (GPT2-12-12, iGSM-med), so as text, not points
+        ax.text(
+            0.99, 0.98, "paper, iGSM-med OOD (op 20–23):\n" + "\n".join(paper), transform=ax.transAxes,
+            fontsize=6, va="top", ha="right", bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.8},
+        )  # fmt: skip
     ax.set_xlabel("operations in the solution (op)")
     ax.set_ylabel("accuracy (whole solution right)")
     ax.set_ylim(0, 1.02)
