@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_keras.py
 	$(PY) bench/bench_train_sft.py
+	$(PY) bench/bench_mistakes_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -33,7 +33,7 @@ def bare(model: GPT, rows: Rows, cfg: TrainConfig) -> float:
         _, loss = model(b.idx, b.targets, b.weights, b.doc, b.positions)
         assert loss is not None
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
     return time.perf_counter() - t0
