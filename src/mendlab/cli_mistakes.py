@@ -180,13 +180,20 @@ def _run(preset: str, out: Path | None, seeds: str | None, device: str | None) -
     return Run(p, out or Path("runs") / f"mistakes-{preset}", log=lambda s: _err.print(escape(s)))
 
 
-def _work(run: Any, steps: list[tuple[str, Any]]) -> None:
-    with run.exclusive(), progress_bar(_err) as bar:
-        task = bar.add_task("iGSM lab", total=len(steps))
-        for name, work in steps:
-            bar.update(task, description=name)
-            work()
-            bar.advance(task)
+def _work(run: Any, steps: list[tuple[str, Any]], report: bool = True) -> list[Path]:
+    """The steps, then the report, with the run folder held: another process's report must not be
+    written over this one's half-way."""
+    from mendlab.mistakes.report import write_report
+
+    with run.exclusive():
+        with progress_bar(_err) as bar:
+            task = bar.add_task("iGSM lab", total=len(steps))
+            for name, work in steps:
+                bar.update(task, description=name)
+                work()
+                bar.advance(task)
+        written: list[Path] = write_report(run) if report else []
+        return written
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -217,11 +224,10 @@ def _print_table(summary: dict[str, Any]) -> None:
 @mistakes_app.command("run")
 def run_preset(preset: PresetArg = "cpu", out: OutOpt = None, seeds: SeedsOpt = None, device: DeviceOpt = None) -> None:
     """The paper's table end to end: pretrain, decode, probe, fine-tune, grade, report. Resumes."""
-    from mendlab.mistakes.report import summarize, write_report
+    from mendlab.mistakes.report import summarize
 
     run = _run(preset, out, seeds, device)
-    _work(run, list(run.steps()))
-    written = write_report(run)
+    written = _work(run, list(run.steps()))
     _print_table(summarize(run))
     _err.print(f"wrote {', '.join(str(p) for p in written)}")
 
@@ -251,7 +257,7 @@ def train_one(
     if spec not in rows:
         listed = "; ".join(r.label for r in rows)
         raise MendlabError(f"{spec.label} is not a row of preset {preset!r} (its rows: {listed})")
-    _work(run, [(f"pretraining {spec.label}", lambda: run.pretrained(spec, seed))])
+    _work(run, [(f"pretraining {spec.label}", lambda: run.pretrained(spec, seed))], report=False)
 
 
 @mistakes_app.command("eval")
@@ -264,7 +270,7 @@ def eval_one(
 ) -> None:
     """Grade one method (training what it needs) and rebuild the report from what is complete."""
     from mendlab.mistakes.experiment import methods
-    from mendlab.mistakes.report import summarize, write_report
+    from mendlab.mistakes.report import summarize
 
     run = _run(preset, out, seeds, device)
     rows = [m for m in methods(run.preset) if not method or m.name == method]
@@ -272,5 +278,4 @@ def eval_one(
         raise MendlabError(f"--method: {method!r} is not one of: {'; '.join(m.name for m in methods(run.preset))}")
     steps = [(f"{m.name} · seed {s}", lambda m=m, s=s: run.graded(m, s)) for s in run.preset.seeds for m in rows]
     _work(run, steps)
-    write_report(run)
     _print_table(summarize(run))

@@ -213,11 +213,11 @@ def grade(problem: Problem, decoded: Decoded) -> Graded:
     return Graded(problem.id, problem.op, v.correct, v.kind, backs, decoded.regrets, progress, decoded.solution)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -311,7 +311,7 @@ class Run:
             if theirs != mine:
                 raise MendlabError(f"{self.out} holds a run of another configuration; pass another --out")
         else:
-            _write_atomic(marker, json.dumps(mine, sort_keys=True, indent=1))
+            write_atomic(marker, json.dumps(mine, sort_keys=True, indent=1))
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -396,14 +396,14 @@ class Run:
         return model.to(self.preset.train.device).eval()
 
     def _finish(self, model: GPT, folder: Path, result: Any) -> GPT:
-        _write_atomic(folder / "losses.json", json.dumps(result.losses))
+        write_atomic(folder / "losses.json", json.dumps(result.losses))
         info = {
             "tokens": result.tokens,
             "trained_tokens": result.trained,
             "steps": result.steps,
             "seconds": round(result.seconds, 1),
         }
-        _write_atomic(folder / "train.json", json.dumps(info))
+        write_atomic(folder / "train.json", json.dumps(info))
         save_final(model, folder)  # last: its presence means the folder is complete
         return model.eval()
 
@@ -502,7 +502,7 @@ class Run:
             "own_can_next": len(own.features),
             "own_recall": recall(probe, own),
         }
-        _write_atomic(path, json.dumps(result))
+        write_atomic(path, json.dumps(result))
         return result
 
     # -- evaluation ----------------------------------------------------------------------------------------
@@ -535,7 +535,7 @@ class Run:
                     for i, q in enumerate(probs)
                 ]
             out.extend(grade(q, d) for q, d in zip(probs, decoded, strict=True))
-        _write_atomic(path, "".join(json.dumps(g.to_json()) + "\n" for g in out))
+        write_atomic(path, "".join(json.dumps(g.to_json()) + "\n" for g in out))
         return out
 
     def steps(self) -> Iterator[tuple[str, Callable[[], object]]]:

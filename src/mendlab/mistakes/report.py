@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mendlab.mistakes.experiment import BASELINE, Graded, Run, all_graded, losses, methods, preset_id
+from mendlab.mistakes.experiment import BASELINE, Graded, Run, all_graded, losses, methods, preset_id, write_atomic
 from mendlab.mistakes.igsm import canonical, problem_from_id
 from mendlab.reports.figures import pyplot, to_png
 from mendlab.stats import Estimate, MeanEstimate, clustered_mean_t_ci, paired_diff_t_ci, ratio_t_ci
@@ -427,23 +427,23 @@ def write_report(run: Run) -> list[Path]:
     summary = summarize(run)
     out = run.out
     written = [out / "summary.json", out / "report.md", out / "report.html"]
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     md = markdown(summary)
-    (out / "report.md").write_text(md, encoding="utf-8")
+    write_atomic(out / "report.md", md)
     body = "".join(f"<p>{html.escape(line)}</p>" for line in md.splitlines() if not line.startswith(("|", "!")))
     table = _html_table(summary)
-    (out / "report.html").write_text(
+    write_atomic(
+        out / "report.html",
         f"<!doctype html><meta charset=utf-8><title>mendlab mistakes {summary['preset']}</title>"
         f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'>{body}{table}"
         "<img src=accuracy_vs_op.png style='max-width:100%'><img src=losses.png style='max-width:100%'></body>",
-        encoding="utf-8",
     )
     for name, png in (
         ("accuracy_vs_op.png", _plot_accuracy(summary, run.preset.test_ops)),
         ("losses.png", _plot_losses(losses(run))),
     ):
         if png is not None:
-            (out / name).write_bytes(png)
+            write_atomic(out / name, png)
             written.append(out / name)
     return written
 
