@@ -186,3 +186,12 @@ def test_clustered_paired_difference_is_the_t_interval_of_cluster_means_and_neve
     assert est.low < flat.low  # pairs in clusters say less than 24 independent pairs
     none_changed = paired_diff_t_ci([same, same, same])
     assert none_changed.value == 0 and none_changed.low < 0 < none_changed.high  # Newcombe's width kept
+
+
+def test_clustered_mean_of_partial_credit_never_collapses_and_is_clustered() -> None:
+    from mendlab.stats import clustered_mean_t_ci
+
+    zeros = clustered_mean_t_ci([(0.0, 10)] * 5)
+    assert zeros.value == 0 and (zeros.low, zeros.high) == wilson(0, 50)  # all alike: Wilson's width kept
+    split = clustered_mean_t_ci([(10.0, 10), (0.0, 10), (10.0, 10), (0.0, 10)])
+    assert split.value == 0.5 and split.low == 0.0 and split.high == 1.0  # 4 structures: t with 3 df spans it all

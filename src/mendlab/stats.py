@@ -262,17 +262,17 @@ def ratio_t_ci(clusters: Sequence[tuple[int, int]], level: float = 0.95) -> Esti
     return Estimate(s / n, low, high, s, n, tuple(kept))
 
 
-def clustered_mean_t_ci(
-    clusters: Sequence[tuple[float, int]], bounds: tuple[float, float] = (0.0, 1.0), level: float = 0.95
-) -> MeanEstimate:
-    """The mean of items given per cluster as (sum, count), with the CR2/t interval of `ratio_t_ci`
-    (no score interval to widen to: a mean of partial credits has none)."""
+def clustered_mean_t_ci(clusters: Sequence[tuple[float, int]], level: float = 0.95) -> MeanEstimate:
+    """The mean of items in [0, 1] given per cluster as (sum, count), with the CR2/t interval of
+    `ratio_t_ci`, widened to Wilson's on the summed credit: a variable in [0, 1] varies no more than a
+    yes/no one of the same mean, so that floor is conservative, and it keeps a width where every item
+    is alike (all 0) and the clusters have none."""
     kept = [(float(a), float(b)) for a, b in clusters if b > 0]
     if not kept:
         return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
     total, n = sum(a for a, _ in kept), sum(b for _, b in kept)
     m = total / n
-    low, high = _clustered_t(kept, (m, m), bounds, level)
+    low, high = _clustered_t(kept, wilson(total, int(n), level), (0.0, 1.0), level)
     return MeanEstimate(m, low, high, int(n))
 
 
