@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 from mendlab.stats import ratio_ci, wilson
 
@@ -162,8 +165,11 @@ def test_clustered_ratio_interval_is_the_t_interval_of_cluster_rates_for_equal_c
     assert math.isclose(est.low, max(0.0, 0.5 - half), abs_tol=1e-9) and math.isclose(est.high, min(1.0, 0.5 + half))
     # The same 50 outcomes as independent trials: the bootstrap over problems is far narrower.
     assert est.high - est.low > 2.5 * (ratio_ci([(1, 1)] * 25 + [(0, 1)] * 25).high - 0.5)
+    # All alike: no variance between structures, so Wilson's width on 40 trials, shrunk for 4 clusters
+    # by Korn and Graubard's (t_39 / t_3)^2.
     alike = ratio_t_ci([(3, 10)] * 4)
-    assert (alike.low, alike.high) == wilson(12, 40)
+    k = (t.ppf(0.975, 39) / t.ppf(0.975, 3)) ** 2
+    assert all(math.isclose(a, b) for a, b in zip((alike.low, alike.high), wilson(0.3 * 40 * k, 40 * k), strict=True))
     assert (ratio_t_ci([(7, 10)]).low, ratio_t_ci([(7, 10)]).high) == (0.0, 1.0)  # one structure: nothing known
     assert ratio_t_ci([]).trials == 0
 
@@ -189,9 +195,97 @@ def test_clustered_paired_difference_is_the_t_interval_of_cluster_means_and_neve
 
 
 def test_clustered_mean_of_partial_credit_never_collapses_and_is_clustered() -> None:
+    from scipy.stats import t
+
     from mendlab.stats import clustered_mean_t_ci
 
+    # All 0: nothing says how alike a structure's items are, so each of the 5 structures counts once.
     zeros = clustered_mean_t_ci([(0.0, 10)] * 5)
-    assert zeros.value == 0 and (zeros.low, zeros.high) == wilson(0, 50)  # all alike: Wilson's width kept
+    g = 5 * (t.ppf(0.975, 49) / t.ppf(0.975, 4)) ** 2
+    assert zeros.value == 0 and zeros.low == 0 and math.isclose(zeros.high, wilson(0, g)[1])
+    assert zeros.high > 2 * wilson(0, 50)[1]
     split = clustered_mean_t_ci([(10.0, 10), (0.0, 10), (10.0, 10), (0.0, 10)])
     assert split.value == 0.5 and split.low == 0.0 and split.high == 1.0  # 4 structures: t with 3 df spans it all
+
+
+def _correlated_structures(sizes: Any, p: float, rho: float, u: Any) -> Any:
+    """Each structure's pass rate drawn from a beta of mean p and intra-structure correlation rho,
+    at the quantile u (shared by two models to make their structures hard or easy together)."""
+    from scipy.stats import beta
+
+    if p == 0:
+        return np.zeros(len(sizes))
+    return beta.ppf(u, p * (1 - rho) / rho, (1 - p) * (1 - rho) / rho)
+
+
+def test_clustered_rate_covers_at_low_rates_in_few_correlated_structures() -> None:
+    """400 problems in 18 structures of unequal size that mostly pass or fail together: Wilson's floor
+    on 400 independent trials covered 32% of the time at a true rate of 2%; the floor on the effective
+    number of trials holds the level, and with little correlation it is not needlessly wide."""
+    from mendlab.stats import ratio_t_ci
+
+    rng = np.random.default_rng(0)
+    sizes = np.maximum(1, np.round(np.random.default_rng(18).dirichlet(np.ones(18)) * 400)).astype(int)
+
+    def coverage(p: float, rho: float, reps: int = 600) -> tuple[float, float]:
+        hits, width = 0, 0.0
+        for _ in range(reps):
+            k = rng.binomial(sizes, _correlated_structures(sizes, p, rho, rng.random(len(sizes))))
+            est = ratio_t_ci(list(zip(k.tolist(), sizes.tolist(), strict=True)))
+            hits += est.low <= p <= est.high
+            width += est.high - est.low
+        return hits / reps, width / reps
+
+    assert coverage(0.02, 0.9)[0] >= 0.92
+    assert coverage(0.05, 0.9)[0] >= 0.88
+    assert 0.92 <= coverage(0.3, 0.02)[0] <= 0.985  # little correlation: not needlessly wide
+
+
+def test_clustered_paired_difference_covers_when_few_structures_change() -> None:
+    """Two models on 400 problems in 18 structures, the new one solving 3% where the old solves none:
+    Newcombe's floor on 400 independent pairs covered 43% of the time; on the effective pairs, ≥ 90%."""
+    from mendlab.stats import paired_diff_t_ci
+
+    rng = np.random.default_rng(1)
+    sizes = np.maximum(1, np.round(np.random.default_rng(18).dirichlet(np.ones(18)) * 400)).astype(int)
+    hits, reps = 0, 300
+    for _ in range(reps):
+        u = rng.random(len(sizes))
+        q0 = _correlated_structures(sizes, 0.0, 0.9, u)
+        q1 = _correlated_structures(sizes, 0.03, 0.9, u)
+        clusters = []
+        for g, size in enumerate(sizes):
+            draws = rng.random(size)
+            clusters.append([(bool(x < q0[g]), bool(x < q1[g])) for x in draws])
+        est = paired_diff_t_ci(clusters)
+        hits += est.low <= 0.03 <= est.high
+    assert hits / reps >= 0.9
+
+
+def test_cr2_variance_of_unequal_structures_matches_the_matrix_formula() -> None:
+    """Bell and McCaffrey's CR2 for an intercept-only regression on the trials, computed with matrices
+    (A_g = (I - H_gg)^(-1/2)), against the interval of `ratio_t_ci` on structures of sizes 10, 2, 5, 7, 3
+    (unequal, so a constant G/(G-1) factor would not agree)."""
+    from scipy.stats import t
+
+    from mendlab.stats import ratio_t_ci
+
+    clusters = [(9, 10), (0, 2), (1, 5), (6, 7), (0, 3)]
+    y = np.concatenate([np.r_[np.ones(k), np.zeros(n - k)] for k, n in clusters])
+    big_n = len(y)
+    beta_hat = y.mean()
+    meat, start = 0.0, 0
+    for _, n in clusters:
+        x_g, e_g = np.ones((n, 1)), y[start : start + n] - beta_hat
+        h_gg = x_g @ x_g.T / big_n
+        w, v = np.linalg.eigh(np.eye(n) - h_gg)
+        a_g = v @ np.diag(w**-0.5) @ v.T
+        u = x_g.T @ a_g @ e_g
+        meat += float(u @ u)
+        start += n
+    var = meat / big_n**2
+    g_eff = big_n**2 / sum(n * n for _, n in clusters)
+    half = t.ppf(0.975, g_eff - 1) * math.sqrt(var)
+    est = ratio_t_ci(clusters)
+    assert math.isclose(est.value, beta_hat)
+    assert math.isclose(est.high, min(1.0, beta_hat + half)) and math.isclose(est.low, max(0.0, beta_hat - half))

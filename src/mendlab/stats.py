@@ -101,7 +101,7 @@ def mean_ci(
     return MeanEstimate(total / n, low, high, n)
 
 
-def wilson(successes: float, trials: int, level: float = 0.95) -> tuple[float, float]:
+def wilson(successes: float, trials: float, level: float = 0.95) -> tuple[float, float]:
     """Wilson's score interval; `successes` may be fractional (a win rate counting ties as half)."""
     from statistics import NormalDist
 
@@ -134,10 +134,23 @@ def paired_rate_diff_ci(pairs: Sequence[tuple[bool, bool]], level: float = 0.95)
     n = len(pairs)
     if n == 0:
         return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
+    d, low, high = _newcombe_paired(_paired_cells(pairs), level)
+    return MeanEstimate(d, low, high, n)
+
+
+def _paired_cells(pairs: Sequence[tuple[bool, bool]]) -> tuple[float, float, float, float]:
+    """(both, after only, before only, neither) of (before, after) pairs."""
     both = sum(1 for b, a in pairs if b and a)
     after_only = sum(1 for b, a in pairs if a and not b)
     before_only = sum(1 for b, a in pairs if b and not a)
-    neither = n - both - after_only - before_only
+    return float(both), float(after_only), float(before_only), float(len(pairs) - both - after_only - before_only)
+
+
+def _newcombe_paired(cells: tuple[float, float, float, float], level: float) -> tuple[float, float, float]:
+    """(d, low, high) of Newcombe's paired interval from the 2x2 cells, which may be fractional (the
+    counts of a smaller effective sample)."""
+    both, after_only, before_only, neither = cells
+    n = both + after_only + before_only + neither
     p_after, p_before = (both + after_only) / n, (both + before_only) / n
     l_after, u_after = wilson(both + after_only, n, level)
     l_before, u_before = wilson(both + before_only, n, level)
@@ -150,7 +163,7 @@ def paired_rate_diff_ci(pairs: Sequence[tuple[bool, bool]], level: float = 0.95)
                             + (u_before - p_before) ** 2))  # fmt: skip
     high = d + math.sqrt(max(0.0, (u_after - p_after) ** 2 - 2 * phi * (u_after - p_after) * (p_before - l_before)
                              + (p_before - l_before) ** 2))  # fmt: skip
-    return MeanEstimate(d, max(-1.0, low), min(1.0, high), n)
+    return d, max(-1.0, low), min(1.0, high)
 
 
 def clustered_paired_diff_ci(
@@ -249,45 +262,84 @@ def _clustered_t(
     return max(bounds[0], min(floor[0], r - half)), min(bounds[1], max(floor[1], r + half))
 
 
+def _effective_n(var: float, df: float, binomial_var: float, n: float, level: float) -> float:
+    """How many independent trials `n` clustered ones are worth, for the floor of a clustered interval.
+
+    Trials in a cluster pass or fail together, so they carry only n / deff trials' worth (Kish's design
+    effect, deff = the CR2 variance over the independent one, never below 1), reduced again for the few
+    clusters by (t_{n-1} / t_df)^2 as Korn and Graubard (1998) do. Where the independent variance is 0
+    (a rate of 0 or 1, no pair that changed) the data say nothing about deff and the worst case is
+    taken: each cluster counts once (G_eff). The raw `n` instead covered 34% of the time at a true rate
+    of 2% in 18 structures of 400 problems, and a paired difference of 3 points from 0 covered 43%."""
+    from scipy.stats import t
+
+    n_eff = n / max(1.0, var / binomial_var) if binomial_var > 0 else df + 1
+    if n > 1:
+        n_eff *= (float(t.ppf(1 - (1 - level) / 2, n - 1)) / float(t.ppf(1 - (1 - level) / 2, df))) ** 2
+    return min(n_eff, n)
+
+
+def _design_wilson(clusters: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
+    """Wilson's interval on the effective number of trials (`_effective_n`): a clustered rate's floor."""
+    var, df = _ratio_variance(clusters)
+    if math.isnan(var) or df <= 0:
+        return 0.0, 1.0
+    s, n = sum(c[0] for c in clusters), sum(c[1] for c in clusters)
+    p = s / n
+    n_eff = _effective_n(var, df, p * (1 - p) / n, n, level)
+    return wilson(p * n_eff, n_eff, level)
+
+
 def ratio_t_ci(clusters: Sequence[tuple[int, int]], level: float = 0.95) -> Estimate:
     """successes/trials when trials come in a few clusters that succeed or fail together (test problems
     sharing one solution structure): the cluster-robust (CR2) variance with Student's t on the effective
-    number of clusters, widened to Wilson's interval. A percentile bootstrap over a handful of clusters
-    spans little more than their spread and covers far less than it claims."""
+    number of clusters, widened to Wilson's interval on the effective number of trials
+    (`_design_wilson`), which keeps a width where every structure passed or every one failed. A
+    percentile bootstrap over a handful of clusters spans little more than their spread and covers far
+    less than it claims."""
     kept = [(int(a), int(b)) for a, b in clusters if b > 0]
     if not kept:
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
     s, n = sum(a for a, _ in kept), sum(b for _, b in kept)
-    low, high = _clustered_t([(float(a), float(b)) for a, b in kept], wilson(s, n, level), (0.0, 1.0), level)
+    floats = [(float(a), float(b)) for a, b in kept]
+    low, high = _clustered_t(floats, _design_wilson(floats, level), (0.0, 1.0), level)
     return Estimate(s / n, low, high, s, n, tuple(kept))
 
 
 def clustered_mean_t_ci(clusters: Sequence[tuple[float, int]], level: float = 0.95) -> MeanEstimate:
     """The mean of items in [0, 1] given per cluster as (sum, count), with the CR2/t interval of
-    `ratio_t_ci`, widened to Wilson's on the summed credit: a variable in [0, 1] varies no more than a
-    yes/no one of the same mean, so that floor is conservative, and it keeps a width where every item
-    is alike (all 0) and the clusters have none."""
+    `ratio_t_ci`, widened to Wilson's on the summed credit over the effective number of items: a
+    variable in [0, 1] varies no more than a yes/no one of the same mean, and the floor keeps a width
+    where every item is alike (all 0) and the clusters have none."""
     kept = [(float(a), float(b)) for a, b in clusters if b > 0]
     if not kept:
         return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
     total, n = sum(a for a, _ in kept), sum(b for _, b in kept)
     m = total / n
-    low, high = _clustered_t(kept, wilson(total, int(n), level), (0.0, 1.0), level)
+    low, high = _clustered_t(kept, _design_wilson(kept, level), (0.0, 1.0), level)
     return MeanEstimate(m, low, high, int(n))
 
 
 def paired_diff_t_ci(clusters: Sequence[Sequence[tuple[bool, bool]]], level: float = 0.95) -> MeanEstimate:
     """P(after) - P(before) over paired yes/no outcomes in clusters: the CR2 interval of the mean
-    difference (t on the effective number of clusters), widened to Newcombe's paired interval, which
-    treats pairs as independent and keeps a width where no pair changed. `n`: the pairs."""
+    difference (t on the effective number of clusters), widened to Newcombe's paired interval on the
+    effective number of pairs (`_effective_n`), which keeps a width where no pair changed. With under
+    two clusters' worth nothing is known: [-1, 1]. `n`: the pairs."""
     kept = [list(c) for c in clusters if len(c) > 0]
     pairs = [p for c in kept for p in c]
     if not pairs:
         return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
-    newcombe = paired_rate_diff_ci(pairs, level)
+    both, after_only, before_only, neither = _paired_cells(pairs)
+    n = float(len(pairs))
+    d = (after_only - before_only) / n
     sums = [(float(sum(int(a) - int(b) for b, a in c)), float(len(c))) for c in kept]
-    low, high = _clustered_t(sums, (newcombe.low, newcombe.high), (-1.0, 1.0), level)
-    return MeanEstimate(newcombe.value, low, high, len(pairs))
+    var, df = _ratio_variance(sums)
+    if math.isnan(var) or df <= 0:
+        return MeanEstimate(d, -1.0, 1.0, len(pairs))
+    k = _effective_n(var, df, ((after_only + before_only) / n - d * d) / n, n, level) / n
+    _, low, high = _newcombe_paired((both * k, after_only * k, before_only * k, neither * k), level)
+    low, high = _clustered_t(sums, (low, high), (-1.0, 1.0), level)
+    return MeanEstimate(d, low, high, len(pairs))
 
 
 def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float:
