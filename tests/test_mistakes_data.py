@@ -512,3 +512,20 @@ def test_cli_check_bad_input_is_one_line(tmp_path: Path, line: str, says: str) -
     r = _run(["mistakes", "check", "s.jsonl"], tmp_path)
     assert r.returncode == 2 and says in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_checker_reads_only_ascii_digits(mixed: list[Problem]) -> None:
+    """int() reads Arabic-Indic digits as numbers; a step that writes its value in them is not the
+    solution as the tokenizer writes it, so the checker must not grade it right."""
+    to_arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    done = 0
+    for p in mixed[:50]:
+        steps = _steps(p)
+        m = re.search(r" = (\d+)\.$", steps[0])
+        if not m:
+            continue
+        steps[0] = steps[0][: m.start(1)] + m.group(1).translate(to_arabic) + "."
+        v = check(p, " ".join(steps))
+        assert not v.correct and v.first_wrong == 0, (p.id, v)
+        done += 1
+    assert done > 10

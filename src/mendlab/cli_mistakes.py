@@ -180,9 +180,10 @@ def _run(preset: str, out: Path | None, seeds: str | None, device: str | None) -
     return Run(p, out or Path("runs") / f"mistakes-{preset}", log=lambda s: _err.print(escape(s)))
 
 
-def _work(run: Any, steps: list[tuple[str, Any]], report: bool = True) -> list[Path]:
+def _work(run: Any, steps: list[tuple[str, Any]], report: bool = True) -> tuple[list[Path], dict[str, Any]]:
     """The steps, then the report, with the run folder held: another process's report must not be
-    written over this one's half-way."""
+    written over this one's half-way. Returns the files written and the summary they were written
+    from (the table printed is the one in the folder, not a second reading after the lock is gone)."""
     from mendlab.mistakes.report import write_report
 
     with run.exclusive():
@@ -192,8 +193,11 @@ def _work(run: Any, steps: list[tuple[str, Any]], report: bool = True) -> list[P
                 bar.update(task, description=name)
                 work()
                 bar.advance(task)
-        written: list[Path] = write_report(run) if report else []
-        return written
+        if not report:
+            return [], {}
+        written: list[Path] = write_report(run)
+        summary: dict[str, Any] = json.loads((run.out / "summary.json").read_text(encoding="utf-8"))
+        return written, summary
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -224,11 +228,9 @@ def _print_table(summary: dict[str, Any]) -> None:
 @mistakes_app.command("run")
 def run_preset(preset: PresetArg = "cpu", out: OutOpt = None, seeds: SeedsOpt = None, device: DeviceOpt = None) -> None:
     """The paper's table end to end: pretrain, decode, probe, fine-tune, grade, report. Resumes."""
-    from mendlab.mistakes.report import summarize
-
     run = _run(preset, out, seeds, device)
-    written = _work(run, list(run.steps()))
-    _print_table(summarize(run))
+    written, summary = _work(run, list(run.steps()))
+    _print_table(summary)
     _err.print(f"wrote {', '.join(str(p) for p in written)}")
 
 
@@ -251,12 +253,14 @@ def train_one(
         raise MendlabError(f"--retry: {retry} is not in [0, 1)")
     if retry == 0 and (masked or kind != "strong"):
         raise MendlabError("--kind and --masked describe retry steps: give --retry above 0 with them")
-    run = _run(preset, out, str(seed), device)
+    from mendlab.mistakes.experiment import PRESETS
+
     spec = DataSpec(retry, kind, masked)
-    rows = run.preset.pretraining()
-    if spec not in rows:
+    rows = PRESETS[preset].pretraining() if preset in PRESETS else [spec]
+    if spec not in rows:  # before the run folder is made: a refused row leaves nothing behind
         listed = "; ".join(r.label for r in rows)
         raise MendlabError(f"{spec.label} is not a row of preset {preset!r} (its rows: {listed})")
+    run = _run(preset, out, str(seed), device)
     _work(run, [(f"pretraining {spec.label}", lambda: run.pretrained(spec, seed))], report=False)
 
 
@@ -270,12 +274,10 @@ def eval_one(
 ) -> None:
     """Grade one method (training what it needs) and rebuild the report from what is complete."""
     from mendlab.mistakes.experiment import methods
-    from mendlab.mistakes.report import summarize
 
     run = _run(preset, out, seeds, device)
     rows = [m for m in methods(run.preset) if not method or m.name == method]
     if not rows:
         raise MendlabError(f"--method: {method!r} is not one of: {'; '.join(m.name for m in methods(run.preset))}")
     steps = [(f"{m.name} · seed {s}", lambda m=m, s=s: run.graded(m, s)) for s in run.preset.seeds for m in rows]
-    _work(run, steps)
-    _print_table(summarize(run))
+    _print_table(_work(run, steps)[1])

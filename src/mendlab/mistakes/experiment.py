@@ -31,7 +31,7 @@ from mendlab.mistakes.lora import with_lora
 from mendlab.mistakes.model import GPT, GPTConfig
 from mendlab.mistakes.probe import Probe, accuracy, fit_probe, own_mistakes, probe_data, probe_detector, recall
 from mendlab.mistakes.tokenizer import Tokenizer, tokenizer
-from mendlab.mistakes.train import TrainConfig, drop_checkpoint, save_atomic, save_final, steps_for, train
+from mendlab.mistakes.train import TrainConfig, drop_checkpoint, fsync_dir, save_atomic, save_final, steps_for, train
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,7 @@ def grade(problem: Problem, decoded: Decoded) -> Graded:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
+    """All of `data` at `path` or the file as it was: a reader never trusts half of a killed write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -220,6 +221,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def read_graded(path: Path) -> list[Graded]:
@@ -293,8 +295,19 @@ class Run:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MendlabError(f"{self.out}: cannot make the run folder: {exc.strerror or exc}") from None
-        marker = self.out / "preset.json"
-        mine = run_identity(self.preset)
+        import fcntl
+
+        # Checked and written under a lock of its own: two first runs of different presets in one empty
+        # folder would otherwise both find no marker, and one would train under the other's.
+        with open(self.out / ".preset.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._claim(self.out / "preset.json", run_identity(self.preset))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _claim(self, marker: Path, mine: dict[str, Any]) -> None:
+        """Refuse a folder that holds another configuration or version; mark a new one as ours."""
         if marker.exists():
             try:
                 theirs = json.loads(marker.read_text(encoding="utf-8"))

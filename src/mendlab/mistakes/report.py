@@ -162,13 +162,19 @@ def gate(
     }
 
 
-def verdict(gate_: Mapping[str, Any], diff: MeanEstimate, per_seed: Mapping[int, MeanEstimate], seeds: int) -> str:
+def verdict(
+    gate_: Mapping[str, Any], same: Estimate, diff: MeanEstimate, per_seed: Mapping[int, MeanEstimate], seeds: int
+) -> str:
     """One word on a row against the error-free model out of distribution: `better`/`worse` only when
-    the pooled interval excludes 0 and every seed's own difference points the same way."""
+    the pooled interval excludes 0 and every seed's own difference points the same way. The headroom
+    is asked of the whole OOD set and of `same`, the baseline on this row's own problems (beam search
+    and regret decode only the first few of each op, which may all sit at the floor)."""
     if not gate_["passed"]:
         return "uninformative: the error-free model has not learned the task"
     if not gate_["has_headroom"]:
         return "uninformative: no headroom out of distribution"
+    if same.trials and not HEADROOM[0] <= same.value <= HEADROOM[1]:
+        return "uninformative: no headroom out of distribution on this row's problems"
     if not diff.n or len(per_seed) < seeds:
         return "incomplete"
     if diff.low > 0 and all(e.value > 0 for e in per_seed.values()):
@@ -219,7 +225,7 @@ def summarize(run: Run) -> dict[str, Any]:
                 "diff_in": diff_ind.to_json(),
                 "diff_ood": diff_ood.to_json(),
                 "diff_ood_per_seed": {str(s): e.to_json() for s, e in per_seed.items()},
-                "verdict": "baseline" if m == BASELINE else verdict(gate_, diff_ood, per_seed, len(p.seeds)),
+                "verdict": "baseline" if m == BASELINE else verdict(gate_, same_ood, diff_ood, per_seed, len(p.seeds)),
                 "per_op": {str(op): accuracy(by_seed, [op]).to_json() for op in p.test_ops},
                 "ood_progress": progress(by_seed, ood).to_json(),
                 "ood_per_seed": {str(s): _seed_acc(items, ood) for s, items in sorted(by_seed.items())},

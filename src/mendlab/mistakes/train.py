@@ -107,7 +107,8 @@ def identity(cfg: TrainConfig, model_cfg: GPTConfig, data_key: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` survive a power cut, not only a kill."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # a platform without directory handles: the rename is as durable as it gets
@@ -127,7 +128,7 @@ def save_atomic(path: Path, state: object) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def save_final(model: torch.nn.Module, folder: Path) -> Path:
