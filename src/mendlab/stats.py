@@ -201,7 +201,9 @@ def _ratio_variance(clusters: Sequence[tuple[float, float]]) -> tuple[float, flo
     """The cluster-robust variance of sum(x)/sum(n) and its degrees of freedom. Linearized residuals
     x - R n, each scaled by 1/(1 - n/N) (Bell and McCaffrey's CR2 for a mean, exact G/(G-1) when the
     clusters are the same size), and G_eff - 1 degrees of freedom with G_eff = N^2 / sum(n^2): a run
-    of one long dialog and two short ones has nearer one cluster's worth of information than three."""
+    of one long dialog and two short ones has nearer one cluster's worth of information than three.
+    G_eff - 1 is at or below Bell and McCaffrey's own degrees of freedom (2.90 against 2.98 for sizes
+    10, 2, 5, 7, 3; 0.25 against 1.16 for 50, 2, 2, 2): conservative, never too few clusters' width."""
     data = np.array(clusters, dtype=float).reshape(-1, 2)
     total = data[:, 1].sum()
     if len(data) < 2:
