@@ -2,14 +2,15 @@
 
 Accuracy pools the seeds: k correct of n = problems × seeds. Its unit of evidence is the solution
 structure, not the problem: the split keeps ~1 structure in 23 for test, and at small op a few structures
-carry many problems that pass or fail together, so intervals cluster by structure (CR2 variance, t on
-the effective number of structures, widened to Wilson's; `stats.ratio_t_ci`) and the table says how many
-structures each op has. Every row is also paired with the error-free model's greedy grades on exactly the
-problems (and seeds) it was graded on: beam search and retry upon regret decode only the first N problems
-of each op, so their accuracy is comparable with that baseline on the same subset, never with the
-error-free row's whole-set figure; the paired difference is clustered the same way and widened to
-Newcombe's paired interval. Intervals hold the trained models fixed: with two seeds, each seed's own
-difference is shown, and a row is called better or worse only when they agree.
+carry many problems that pass or fail together, so intervals cluster by structure (CR2 variance, t on the
+effective number of structures, widened to Wilson's on the effective number of problems;
+`stats.ratio_t_ci`) and the table says how many structures each op has. Every row is also paired with the
+error-free model's greedy grades on exactly the problems (and seeds) it was graded on: beam search and
+retry upon regret decode only the first N problems of each op, so their accuracy is comparable with that
+baseline on the same subset, never with the error-free row's whole-set figure; the paired difference is
+clustered the same way and widened to Newcombe's paired interval on the effective number of pairs.
+Intervals hold the trained models fixed: with two seeds, each seed's own difference is shown, and a row
+is called better or worse only when they agree.
 """
 
 from __future__ import annotations
