@@ -254,7 +254,7 @@ def _clustered_t(
     """sum(x)/sum(n) ± t·se with the CR2 variance of `_ratio_variance`, never narrower than `floor`,
     clipped to `bounds`; with under two clusters (or one cluster's worth) nothing is known: `bounds`."""
     var, df = _ratio_variance(clusters)
-    if math.isnan(var) or df < 1:  # under two clusters' worth: t would span the bounds anyway
+    if math.isnan(var) or df < 1:  # under two clusters' worth (G_eff < 2): nothing is known
         return bounds
     from scipy.stats import t
 
@@ -274,21 +274,23 @@ def _effective_n(var: float, df: float, binomial_var: float, n: float, carriers:
     changed) the data cannot tell how alike a cluster's trials are, and the worst case is taken: each
     cluster counts once (G_eff = N^2 / sum(n_g^2), exact when a cluster's trials are all alike). Wilson
     on the raw `n` covered 34% of the time at a true rate of 2% in 18 structures of 400 problems, and
-    the worst case at 0 successes alone (deff estimated from a single success) 48% of the runs with one
-    to three successes."""
+    the worst case at 0 successes alone (deff estimated from a single success) about half of the runs
+    with one to three successes."""
     from scipy.stats import t
 
-    if binomial_var <= 0 or carriers <= 2:
+    if binomial_var <= 0:
         return min(df + 1, n)  # the bound itself, not an estimate: no shrinking for its uncertainty
     n_eff = n / max(1.0, var / binomial_var)
     if n > 1:
         n_eff *= (float(t.ppf(1 - (1 - level) / 2, n - 1)) / float(t.ppf(1 - (1 - level) / 2, df))) ** 2
+    if carriers <= 2:  # capped by the worst case, never raised to it: the estimate may be smaller still
+        return min(n_eff, n, df + 1)
     return min(n_eff, n)
 
 
 def _design_wilson(clusters: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
     """Wilson's interval on the effective number of trials (`_effective_n`): a clustered rate's floor.
-    Under two clusters' worth (G_eff < 2, one cluster holding nearly all) nothing is known."""
+    Under two clusters' worth (G_eff < 2: sizes 100 and 30 are already 1.55) nothing is known."""
     var, df = _ratio_variance(clusters)
     if math.isnan(var) or df < 1:
         return 0.0, 1.0
