@@ -213,6 +213,10 @@ def test_users_chats_and_openassistant_trees(tmp_path: Path) -> None:
     bad.write_text(json.dumps(mine) + "\n" + json.dumps({"prompt": {"text": "q", "role": "robot"}}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl:2: prompt.role must be prompter, assistant or system"):
         list(read_chats(bad))
+    # a role that is a list is no dict key either (the fuzzer found a TypeError here)
+    bad.write_text(json.dumps({"prompt": {"text": "q", "role": "prompter", "replies": [{"text": "a", "role": []}]}}))
+    with pytest.raises(InputError, match=r"bad.jsonl:1: prompt.replies\[0\].role must be prompter, assistant"):
+        list(read_chats(bad))
     bad.write_text('{"messages": [{"role": "user", "content": "a\\ud800"}]}\n')  # JSON's lone surrogate: no text
     with pytest.raises(InputError, match=r"bad.jsonl:1: messages\[0\].content holds a lone surrogate"):
         list(read_chats(bad))

@@ -34,7 +34,7 @@ def _node(node: Any, where: str, at: str) -> tuple[dict[str, Any], list[Any]]:
     if not isinstance(node, dict):
         raise InputError(f"{where}: {at} must be a message object")
     role = node.get("role")
-    if role not in ROLE_OF:
+    if not isinstance(role, str) or role not in ROLE_OF:  # a list or an object is no role, nor a dict key
         raise InputError(f"{where}: {at}.role must be prompter, assistant or system, got {role!r}")
     text = node.get("text", node.get("content"))
     if not isinstance(text, str):
