@@ -249,19 +249,21 @@ def rate_diff_ci(before: Estimate, after: Estimate, level: float = 0.95) -> Mean
 
 
 def _clustered_t(
-    clusters: Sequence[tuple[float, float]], floor: tuple[float, float], bounds: tuple[float, float], level: float
+    clusters: Sequence[tuple[float, float]], var: float, df: float, floor: tuple[float, float], level: float
 ) -> tuple[float, float]:
-    """sum(x)/sum(n) ± t·se with the CR2 variance of `_ratio_variance`, never narrower than `floor`,
-    clipped to `bounds`; with under two clusters (or one cluster's worth) nothing is known: `bounds`."""
-    var, df = _ratio_variance(clusters)
-    if math.isnan(var) or df < 1:  # under two clusters' worth (G_eff < 2): nothing is known
-        return bounds
+    """sum(x)/sum(n) ± t·se with the CR2 variance `var` of `_ratio_variance` (and its `df`, at least 1:
+    the callers say "nothing known" below), never narrower than `floor`."""
     from scipy.stats import t
 
     total = sum(c[1] for c in clusters)
     r = sum(c[0] for c in clusters) / total
     half = float(t.ppf(1 - (1 - level) / 2, df)) * math.sqrt(var)
-    return max(bounds[0], min(floor[0], r - half)), min(bounds[1], max(floor[1], r + half))
+    return min(floor[0], r - half), max(floor[1], r + half)
+
+
+def _nothing_known(var: float, df: float) -> bool:
+    """Under two clusters' worth (G_eff < 2: sizes 100 and 30 are already 1.55), or one cluster."""
+    return math.isnan(var) or df < 1
 
 
 def _effective_n(var: float, df: float, binomial_var: float, n: float, carriers: int, level: float) -> float:
@@ -288,32 +290,32 @@ def _effective_n(var: float, df: float, binomial_var: float, n: float, carriers:
     return min(n_eff, n)
 
 
-def _design_wilson(clusters: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
-    """Wilson's interval on the effective number of trials (`_effective_n`): a clustered rate's floor.
-    Under two clusters' worth (G_eff < 2: sizes 100 and 30 are already 1.55) nothing is known."""
+def _rate_interval(clusters: Sequence[tuple[float, float]], level: float) -> tuple[float, float]:
+    """The CR2/t interval of sum(x)/sum(n) for x in [0, n], never narrower than Wilson's on the
+    effective number of trials (`_effective_n`)."""
     var, df = _ratio_variance(clusters)
-    if math.isnan(var) or df < 1:
+    if _nothing_known(var, df):
         return 0.0, 1.0
     s, n = sum(c[0] for c in clusters), sum(c[1] for c in clusters)
     p = s / n
     carriers = min(sum(1 for x, _ in clusters if x > 0), sum(1 for x, m in clusters if x < m))
     n_eff = _effective_n(var, df, p * (1 - p) / n, n, carriers, level)
-    return wilson(p * n_eff, n_eff, level)
+    low, high = _clustered_t(clusters, var, df, wilson(p * n_eff, n_eff, level), level)
+    return max(0.0, low), min(1.0, high)
 
 
 def ratio_t_ci(clusters: Sequence[tuple[int, int]], level: float = 0.95) -> Estimate:
     """successes/trials when trials come in a few clusters that succeed or fail together (test problems
     sharing one solution structure): the cluster-robust (CR2) variance with Student's t on the effective
     number of clusters, widened to Wilson's interval on the effective number of trials
-    (`_design_wilson`), which keeps a width where every structure passed or every one failed. A
+    (`_effective_n`), which keeps a width where every structure passed or every one failed. A
     percentile bootstrap over a handful of clusters spans little more than their spread and covers far
     less than it claims."""
     kept = [(int(a), int(b)) for a, b in clusters if b > 0]
     if not kept:
         return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
     s, n = sum(a for a, _ in kept), sum(b for _, b in kept)
-    floats = [(float(a), float(b)) for a, b in kept]
-    low, high = _clustered_t(floats, _design_wilson(floats, level), (0.0, 1.0), level)
+    low, high = _rate_interval([(float(a), float(b)) for a, b in kept], level)
     return Estimate(s / n, low, high, s, n, tuple(kept))
 
 
@@ -327,7 +329,7 @@ def clustered_mean_t_ci(clusters: Sequence[tuple[float, int]], level: float = 0.
         return MeanEstimate(float("nan"), float("nan"), float("nan"), 0)
     total, n = sum(a for a, _ in kept), sum(b for _, b in kept)
     m = total / n
-    low, high = _clustered_t(kept, _design_wilson(kept, level), (0.0, 1.0), level)
+    low, high = _rate_interval(kept, level)
     return MeanEstimate(m, low, high, int(n))
 
 
@@ -345,14 +347,14 @@ def paired_diff_t_ci(clusters: Sequence[Sequence[tuple[bool, bool]]], level: flo
     d = (after_only - before_only) / n
     sums = [(float(sum(int(a) - int(b) for b, a in c)), float(len(c))) for c in kept]
     var, df = _ratio_variance(sums)
-    if math.isnan(var) or df < 1:
+    if _nothing_known(var, df):
         return MeanEstimate(d, -1.0, 1.0, len(pairs))
     changed = sum(1 for c in kept if any(a != b for b, a in c))
     carriers = min(changed, sum(1 for c in kept if any(a == b for b, a in c)))
     k = _effective_n(var, df, ((after_only + before_only) / n - d * d) / n, n, carriers, level) / n
     _, low, high = _newcombe_paired((both * k, after_only * k, before_only * k, neither * k), level)
-    low, high = _clustered_t(sums, (low, high), (-1.0, 1.0), level)
-    return MeanEstimate(d, low, high, len(pairs))
+    low, high = _clustered_t(sums, var, df, (low, high), level)
+    return MeanEstimate(d, max(-1.0, low), min(1.0, high), len(pairs))
 
 
 def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> float:
